@@ -1,0 +1,51 @@
+"""Glue between the Hydra configs and the code: the `asset` resolver, style images, `style=NAME` for new paintings."""
+
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from .data import ASSETS
+from .errors import UserError
+from .images import load_image, resize_long_side, to_tensor
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+# ${asset:styles/starry_night.jpg} -> the file shipped inside the package, wherever it is installed.
+OmegaConf.register_new_resolver("asset", lambda rel: str(ASSETS / rel), replace=True)
+
+
+def available_styles(conf_dir: Path = CONF_DIR) -> list[str]:
+    return sorted(p.stem for p in (conf_dir / "style").glob("*.yaml") if p.stem != "custom")
+
+
+def rewrite_style_override(argv: list[str], conf_dir: Path = CONF_DIR) -> list[str]:
+    """`style=NAME style.image=PATH` for a painting with no YAML becomes `style=custom style.name=NAME ...`.
+
+    An unknown `style=NAME` without `style.image` is an error that lists the styles there are.
+    """
+    names = [a.split("=", 1)[1] for a in argv[1:] if a.startswith("style=")]
+    if not names or (conf_dir / "style" / f"{names[-1]}.yaml").exists():
+        return argv
+    name = names[-1]
+    if not any(a.startswith("style.image=") for a in argv[1:]):
+        raise UserError(f"unknown style {name!r}: available styles are {', '.join(available_styles(conf_dir))}; "
+                        f"or train any painting with style={name} style.image=PATH")
+    return [a if not a.startswith("style=") else "style=custom" for a in argv] + [f"style.name={name}"]
+
+
+def load_style_images(style_cfg) -> tuple[list[torch.Tensor], list[float]]:
+    """The style image(s) as (1, 3, H, W) tensors at `style.size` (long side), and their normalised blend weights."""
+    if OmegaConf.is_missing(style_cfg, "image"):
+        raise UserError("no style image: pass style.image=PATH")
+    images = style_cfg.image
+    images = [images] if isinstance(images, str) else list(images)
+    blend = style_cfg.get("blend")
+    blend = [1.0] * len(images) if blend is None else [float(w) for w in blend]
+    if len(blend) != len(images):
+        raise UserError(f"style.blend has {len(blend)} weights for {len(images)} style images: give one per image")
+    if any(w < 0 for w in blend) or sum(blend) <= 0:
+        raise UserError(f"style.blend weights must be non-negative with a positive sum, got {blend}")
+    tensors = [to_tensor(resize_long_side(load_image(p, "style image"), style_cfg.size)).unsqueeze(0)
+               for p in images]
+    return tensors, [w / sum(blend) for w in blend]

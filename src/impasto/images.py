@@ -1,0 +1,67 @@
+"""Image files <-> tensors: loading with clear errors, resizing, atomic saving."""
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .errors import UserError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
+
+
+def load_image(path: str | os.PathLike, what: str = "image") -> Image.Image:
+    """Open an RGB image, or raise a one-line UserError naming the file."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UserError(f"{what} {path} does not exist: check the path")
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a folder, not an image file")
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError) as e:
+        raise UserError(f"{what} {path} is not a readable image ({e.__class__.__name__}): give a JPEG or PNG") from None
+
+
+def resize_long_side(image: Image.Image, size: int | None) -> Image.Image:
+    """Scale so the longer side is `size` pixels (None: unchanged)."""
+    if not size:
+        return image
+    scale = size / max(image.size)
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                        Image.Resampling.LANCZOS)
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """PIL RGB -> float (3, H, W) in [0, 1]."""
+    data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+    return data.view(image.height, image.width, 3).permute(2, 0, 1).float().div(255)
+
+
+def to_pil(tensor: torch.Tensor) -> Image.Image:
+    """(3, H, W) float, clamped to [0, 1] -> PIL RGB."""
+    array = tensor.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().contiguous()
+    return Image.frombytes("RGB", (array.shape[1], array.shape[0]), array.numpy().tobytes())
+
+
+def save_atomic(image: Image.Image, path: str | os.PathLike) -> None:
+    """Write to a temporary file beside `path`, then rename: a crash never leaves half an image."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        image.save(tmp, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def list_images(root: str | os.PathLike) -> list[Path]:
+    """Every image file under `root`, recursively, in a stable order."""
+    root = Path(root).expanduser()
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())

@@ -1,0 +1,110 @@
+"""Gatys et al.'s perceptual loss: content + Gram-matrix style + total variation, through a frozen loss network.
+
+Every term is normalised so that a weight means the same thing at every image size and batch size, and for every
+loss network (Caffe VGG19 activations are ~50x torchvision's, and layers differ by 10^5 in raw Gram energy):
+- content_l = mean (F_l(y) - F_l(c))² / mean F_l(c)²         (relative squared error of the features)
+- gram(F)   = F Fᵀ / (C·H·W)                                 (Johnson et al., eq. 3)
+- style_l   = ‖gram(F_l(y)) - G_l‖² / ‖G_l‖²                 (relative squared Frobenius error; G_l the style's Gram)
+- tv        = mean (y[i+1, j] - y[i, j])² + mean (y[i, j+1] - y[i, j])², on RGB in [0, 1]
+So content_l and style_l are 0 for a perfect match and about 1 for an unrelated image.
+Each term is averaged over the batch. total = content_weight·Σ w_l content_l + style_weight·Σ w_l style_l
++ tv_weight·tv. Gram and loss arithmetic run in fp32 even under autocast: bf16 Grams lose too much precision.
+"""
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .vgg import LossNetwork
+
+
+def _fp32(device: torch.device):
+    return torch.autocast(device.type, enabled=False)
+
+
+def gram(features: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, C), normalised by C·H·W, computed in fp32."""
+    b, c, h, w = features.shape
+    with _fp32(features.device):
+        f = features.float().reshape(b, c, h * w)
+        return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
+
+
+def content_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    with _fp32(output.device):
+        target = target.float()
+        return (output.float() - target).square().mean() / target.square().mean().clamp_min(1e-12)
+
+
+def style_loss(output_gram: torch.Tensor, target_gram: torch.Tensor) -> torch.Tensor:
+    """Relative squared Frobenius distance per image, averaged over the batch; the target broadcasts."""
+    with _fp32(output_gram.device):
+        energy = target_gram.square().sum(dim=(1, 2)).clamp_min(1e-12)
+        return ((output_gram - target_gram).square().sum(dim=(1, 2)) / energy).mean()
+
+
+def tv_loss(image: torch.Tensor) -> torch.Tensor:
+    with _fp32(image.device):
+        x = image.float()
+        return (x[..., 1:, :] - x[..., :-1, :]).square().mean() + (x[..., :, 1:] - x[..., :, :-1]).square().mean()
+
+
+class PerceptualLoss(nn.Module):
+    """Holds the loss network and the style's target Grams; returns every weighted term and the total."""
+
+    def __init__(self, network: LossNetwork, content_layers: Mapping[str, float], style_layers: Mapping[str, float],
+                 content_weight: float, style_weight: float, tv_weight: float):
+        super().__init__()
+        self.network = network
+        self.content_layers = dict(content_layers)
+        self.style_layers = dict(style_layers)
+        self.content_weight = float(content_weight)
+        self.style_weight = float(style_weight)
+        self.tv_weight = float(tv_weight)
+        for name in self.style_layers:
+            self.register_buffer(f"target_gram_{name}", None)
+
+    def target_gram(self, name: str) -> torch.Tensor:
+        return getattr(self, f"target_gram_{name}")
+
+    @torch.no_grad()
+    def set_style(self, styles: Sequence[torch.Tensor], blend: Sequence[float] | None = None) -> None:
+        """Target Grams from one or more (1, 3, H, W) style images, blended by `blend` (default: equal)."""
+        blend = [1.0 / len(styles)] * len(styles) if blend is None else list(blend)
+        grams: dict[str, torch.Tensor] = {}
+        for image, weight in zip(styles, blend):
+            feats = self.network(image)
+            for name in self.style_layers:
+                grams[name] = grams.get(name, 0) + weight * gram(feats[name])
+        for name, g in grams.items():
+            setattr(self, f"target_gram_{name}", g)
+
+    @torch.no_grad()
+    def content_targets(self, content: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = self.network(content)
+        return {name: feats[name] for name in self.content_layers}
+
+    def forward(self, output: torch.Tensor, content_targets: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        feats = self.network(output)
+        zero = output.new_zeros((), dtype=torch.float32)
+        content = sum((w * content_loss(feats[n], content_targets[n]) for n, w in self.content_layers.items()), zero)
+        style = sum((w * style_loss(gram(feats[n]), self.target_gram(n)) for n, w in self.style_layers.items()), zero)
+        terms = {
+            "content": self.content_weight * content,
+            "style": self.style_weight * style,
+            "tv": self.tv_weight * tv_loss(output),
+        }
+        terms["total"] = terms["content"] + terms["style"] + terms["tv"]
+        return terms
+
+
+def build_perceptual_loss(loss_cfg) -> PerceptualLoss:
+    """From the `loss` config group (a mapping): the network, layers and weights."""
+    content_layers = dict(loss_cfg["content_layers"])
+    style_layers = dict(loss_cfg["style_layers"])
+    net_cfg = loss_cfg["network"]
+    network = LossNetwork(list(content_layers) + list(style_layers), weights=str(net_cfg["weights"]),
+                          pooling=str(net_cfg["pooling"]))
+    return PerceptualLoss(network, content_layers, style_layers, loss_cfg["content_weight"],
+                          loss_cfg["style_weight"], loss_cfg["tv_weight"])

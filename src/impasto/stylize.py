@@ -1,0 +1,107 @@
+"""stylize.py: apply a trained style to photos, one forward pass each.
+
+Imports only the transformer, the checkpoint reader and the image helpers: no Lightning, Hydra or datasets.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_style
+from .errors import UserError, exit_on_user_error
+from .images import IMAGE_SUFFIXES, list_images, load_image, resize_long_side, save_atomic, to_pil, to_tensor
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="stylize.py", description="Stylize photos with a trained impasto style.")
+    p.add_argument("inputs", nargs="+", help="image files or folders of images")
+    p.add_argument("--ckpt", required=True, help="a style checkpoint, e.g. checkpoints/starry_night.safetensors")
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("-o", "--output", help="output file, for a single input image")
+    out.add_argument("--out-dir", help="output folder; each output keeps its input's file name")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--size", type=int, help="resize so the longer side has SIZE pixels (default: input size)")
+    size.add_argument("--scale", type=float, help="resize by this factor (default: 1)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, …")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    return p.parse_args(argv)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown --device {name!r}: use auto, cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but no CUDA GPU is available: use --device cpu")
+    return device
+
+
+def collect_inputs(inputs: list[str]) -> list[Path]:
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            found = list_images(path)
+            if not found:
+                raise UserError(f"input folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            paths += found
+        elif path.exists():
+            paths.append(path)
+        else:
+            raise UserError(f"input image {path} does not exist: check the path")
+    return paths
+
+
+def plan_outputs(inputs: list[Path], output: str | None, out_dir: str | None, overwrite: bool) -> list[Path]:
+    if output is not None:
+        if len(inputs) != 1:
+            raise UserError(f"-o takes one input, got {len(inputs)}: use --out-dir DIR for several")
+        outputs = [Path(output).expanduser()]
+    else:
+        outputs = [Path(out_dir).expanduser() / p.name for p in inputs]
+        names = [o.name for o in outputs]
+        clashes = sorted({n for n in names if names.count(n) > 1})
+        if clashes:
+            raise UserError(f"several inputs are named {clashes[0]}: stylize them into separate --out-dir folders")
+    for src, dst in zip(inputs, outputs):
+        if dst.suffix.lower() not in IMAGE_SUFFIXES:
+            raise UserError(f"output {dst} needs an image suffix (.jpg, .png, …)")
+        if dst.resolve() == src.resolve():
+            raise UserError(f"output {dst} is the input itself: choose another output path")
+        if dst.exists() and not overwrite:
+            raise UserError(f"output {dst} exists: pass --overwrite to replace it")
+    return outputs
+
+
+@torch.inference_mode()
+def stylize_file(net: torch.nn.Module, src: Path, dst: Path, device: torch.device, size: int | None,
+                 scale: float | None) -> tuple[int, int]:
+    image = load_image(src, "input image")
+    if scale:
+        size = max(1, round(max(image.size) * scale))
+    image = resize_long_side(image, size)
+    out = net(to_tensor(image).unsqueeze(0).to(device))[0]
+    save_atomic(to_pil(out), dst)
+    return image.size
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    with exit_on_user_error():
+        if args.size is not None and args.size <= 0 or args.scale is not None and args.scale <= 0:
+            raise UserError("--size and --scale must be positive")
+        device = pick_device(args.device)
+        net, meta = load_style(args.ckpt, device)
+        inputs = collect_inputs(args.inputs)
+        outputs = plan_outputs(inputs, args.output, args.out_dir, args.overwrite)
+        print(f"style {meta['style']} ({meta['steps']} steps) on {device}: {len(inputs)} image(s)", file=sys.stderr)
+        for src, dst in zip(inputs, outputs):
+            start = time.perf_counter()
+            w, h = stylize_file(net, src, dst, device, args.size, args.scale)
+            print(f"{src} -> {dst} ({w}x{h}, {time.perf_counter() - start:.2f} s)", file=sys.stderr)

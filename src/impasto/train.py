@@ -1,0 +1,98 @@
+"""train(cfg): build the data, the loss, the system and the trainer from the composed config; fit; export."""
+
+import logging
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from . import checkpoint
+from .config import load_style_images
+from .data import ImageDataModule, build_train_dataset, load_preview
+from .errors import UserError
+from .losses import build_perceptual_loss
+from .system import StyleTransferSystem
+from .transformer import TransformerConfig, TransformerNet
+
+log = logging.getLogger(__name__)
+
+
+def export_path(cfg: DictConfig) -> Path:
+    return Path(cfg.export.dir).expanduser() / f"{cfg.export.name}{checkpoint.SUFFIX}"
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """`auto`: bf16 autocast where the hardware runs it fast (CUDA with bf16, CPUs with AMX), else fp32."""
+    if precision != "auto":
+        return precision
+    on_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    if on_gpu:
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if _cpu_has_amx() else "32-true"
+
+
+def _cpu_has_amx() -> bool:
+    try:
+        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def train(cfg: DictConfig) -> Path | None:
+    """Fit a style; returns the exported checkpoint's path (on rank 0; None elsewhere)."""
+    target = export_path(cfg)
+    if target.exists() and not cfg.export.overwrite:
+        raise UserError(f"{target} exists and would be overwritten: pass export.overwrite=true to replace it, "
+                        "or export.name=NAME to write another file")
+    styles, blend = load_style_images(cfg.style)  # fail on a bad style image before anything heavy starts
+    pl.seed_everything(cfg.seed, workers=True)
+
+    dataset, data_description = build_train_dataset(cfg.data)
+    log.info("training data: %s", data_description)
+    datamodule = ImageDataModule(dataset, cfg.data.batch_size, cfg.data.num_workers)
+
+    loss = build_perceptual_loss(cfg.loss)
+    loss.set_style(styles, blend)
+    transformer = TransformerNet(TransformerConfig.from_dict(cfg.model))
+    preview = load_preview(cfg.data.preview_dir, cfg.data.size) if cfg.log.preview_every_n_steps else None
+    hparams = OmegaConf.to_container(cfg, resolve=True)
+    hparams["data_description"] = data_description
+    system = StyleTransferSystem(transformer, loss, cfg.optim.lr, preview, cfg.log.preview_every_n_steps, hparams)
+
+    output_dir = Path(cfg.paths.output_dir)
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    checkpoint_every = trainer_cfg.pop("checkpoint_every_n_steps")
+    trainer_cfg["precision"] = resolve_precision(trainer_cfg["precision"], trainer_cfg["accelerator"])
+    log.info("precision: %s", trainer_cfg["precision"])
+    trainer = pl.Trainer(
+        **trainer_cfg,
+        max_epochs=-1,
+        default_root_dir=output_dir,
+        logger=TensorBoardLogger(save_dir=output_dir, name="tb", version="", default_hp_metric=False),
+        callbacks=[
+            ModelCheckpoint(dirpath=output_dir / "checkpoints", every_n_train_steps=checkpoint_every,
+                            save_last=True, save_top_k=0),
+            LearningRateMonitor(logging_interval="step"),
+        ],
+    )
+    trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+
+    if not trainer.is_global_zero:
+        return None
+    meta = {
+        "style": cfg.style.name,
+        "style_image": str(cfg.style.image),
+        "steps": trainer.global_step,
+        "loss": OmegaConf.to_container(cfg.loss, resolve=True),
+        "loss_network": system.loss.network.source,
+        "data": data_description,
+        "image_size": cfg.data.size,
+        "batch_size": cfg.data.batch_size,
+    }
+    path = checkpoint.save_style(target, system.transformer, meta)
+    log.info("exported %s (%d steps): stylize with  python stylize.py --ckpt %s PHOTO -o OUT.jpg",
+             path, trainer.global_step, path)
+    return path

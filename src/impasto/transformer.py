@@ -1,0 +1,75 @@
+"""Johnson et al.'s image transformation network: a residual encoder-decoder, one forward pass per image."""
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Everything needed to rebuild the network; stored in every exported checkpoint."""
+
+    widths: tuple[int, int, int] = (32, 64, 128)  # channels at full, 1/2 and 1/4 resolution
+    residual_blocks: int = 5
+
+    def to_dict(self) -> dict:
+        return {"widths": list(self.widths), "residual_blocks": self.residual_blocks}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TransformerConfig":
+        d = dict(d)
+        d["widths"] = tuple(int(w) for w in d["widths"])
+        if len(d["widths"]) != 3:
+            raise ValueError(f"widths needs 3 entries, got {d['widths']}")
+        return cls(**{k: d[k] for k in asdict(cls()) if k in d})
+
+
+class ConvLayer(nn.Sequential):
+    """Reflection-padded conv, optional instance norm and ReLU."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, norm: bool = True, relu: bool = True):
+        layers: list[nn.Module] = [
+            nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2, padding_mode="reflect", bias=not norm)
+        ]
+        if norm:
+            layers.append(nn.InstanceNorm2d(c_out, affine=True))
+        if relu:
+            layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(ConvLayer(channels, channels, 3), ConvLayer(channels, channels, 3, relu=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class TransformerNet(nn.Module):
+    """RGB in [0, 1] -> stylized RGB (roughly [0, 1]; clamp for display). Keeps H×W for any size, odd ones too."""
+
+    def __init__(self, config: TransformerConfig = TransformerConfig()):
+        super().__init__()
+        self.config = config
+        w1, w2, w3 = config.widths
+        self.stem = ConvLayer(3, w1, 9)
+        self.down1 = ConvLayer(w1, w2, 3, stride=2)
+        self.down2 = ConvLayer(w2, w3, 3, stride=2)
+        self.residuals = nn.Sequential(*[ResidualBlock(w3) for _ in range(config.residual_blocks)])
+        # Nearest-neighbour upsampling then a conv, not a transposed conv: no checkerboard artefacts.
+        self.up1 = ConvLayer(w3, w2, 3)
+        self.up2 = ConvLayer(w2, w1, 3)
+        self.head = ConvLayer(w1, 3, 9, norm=False, relu=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        full = self.stem(x)
+        half = self.down1(full)
+        y = self.residuals(self.down2(half))
+        # Upsample to the encoder's exact sizes so odd inputs come back at their own H×W.
+        y = self.up1(F.interpolate(y, size=half.shape[-2:], mode="nearest"))
+        y = self.up2(F.interpolate(y, size=full.shape[-2:], mode="nearest"))
+        return self.head(y)
