@@ -65,7 +65,13 @@ class TransformerNet(nn.Module):
         self.up2 = ConvLayer(w2, w1, 3)
         self.head = ConvLayer(w1, 3, 9, norm=False, relu=False)
 
+    MIN_SIZE = 16  # reflection padding needs every feature map wider than its pad
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if min(h, w) < self.MIN_SIZE:
+            padded = F.pad(x, (0, max(0, self.MIN_SIZE - w), 0, max(0, self.MIN_SIZE - h)), mode="replicate")
+            return self(padded)[..., :h, :w]
         full = self.stem(x)
         half = self.down1(full)
         y = self.residuals(self.down2(half))

@@ -1,0 +1,45 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a repo script (train.py, stylize.py, scripts/…) as a user would, in a subprocess."""
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_user_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    """A clean failure: non-zero exit, one `error:` line on stderr naming the problem, no traceback."""
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+
+
+@pytest.fixture
+def photo(tmp_path) -> Path:
+    """A small photo-like image with an odd size."""
+    torch.manual_seed(0)
+    path = tmp_path / "photo.png"
+    x = torch.linspace(0, 255, 45).view(1, 45).expand(37, 45)
+    rgb = torch.stack([x, x.flip(1), (x * 0.5 + 60 * torch.rand(37, 45))], dim=-1).byte()
+    Image.frombytes("RGB", (45, 37), rgb.numpy().tobytes()).save(path)
+    return path
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path) -> Path:
+    """An untrained, tiny style checkpoint: enough for stylize.py's argument and file handling."""
+    from impasto.checkpoint import save_style
+    from impasto.transformer import TransformerConfig, TransformerNet
+
+    net = TransformerNet(TransformerConfig(widths=(4, 8, 8), residual_blocks=1))
+    return save_style(tmp_path / "tiny.safetensors", net, {"style": "tiny", "steps": 0})

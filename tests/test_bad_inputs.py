@@ -1,0 +1,57 @@
+"""Bad input: one `error:` line naming the file and what to do, a non-zero exit, no traceback, nothing overwritten."""
+
+from safetensors.torch import save_file
+import torch
+
+from conftest import assert_user_error, run
+
+
+def test_style_image_missing(tmp_path):
+    result = run("train.py", "style=mine", f"style.image={tmp_path / 'nope.jpg'}", f"hydra.run.dir={tmp_path}")
+    assert_user_error(result, "nope.jpg", "does not exist")
+
+
+def test_style_image_not_an_image(tmp_path):
+    fake = tmp_path / "painting.jpg"
+    fake.write_text("definitely not a JPEG")
+    result = run("train.py", "style=mine", f"style.image={fake}", f"hydra.run.dir={tmp_path}")
+    assert_user_error(result, "painting.jpg", "not a readable image")
+
+
+def test_empty_data_folder(tmp_path):
+    (tmp_path / "photos").mkdir()
+    result = run("train.py", "data=folder", f"data.root={tmp_path / 'photos'}", f"hydra.run.dir={tmp_path / 'r'}",
+                 f"paths.checkpoint_dir={tmp_path / 'ck'}")
+    assert_user_error(result, "photos", "holds no images")
+
+
+def test_unknown_style_lists_the_available_ones(tmp_path):
+    assert_user_error(run("train.py", "style=mona_lisa"), "mona_lisa", "starry_night")
+
+
+def test_existing_export_is_not_overwritten(tmp_path):
+    (tmp_path / "starry_night.safetensors").write_bytes(b"precious")
+    result = run("train.py", f"paths.checkpoint_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'r'}")
+    assert_user_error(result, "starry_night.safetensors", "export.overwrite=true")
+    assert (tmp_path / "starry_night.safetensors").read_bytes() == b"precious"
+
+
+def test_ckpt_that_is_not_an_impasto_checkpoint(tmp_path, photo):
+    other = tmp_path / "model.safetensors"
+    save_file({"w": torch.zeros(1)}, str(other))
+    assert_user_error(run("stylize.py", "--ckpt", str(other), str(photo), "-o", str(tmp_path / "o.png")),
+                      "model.safetensors", "not an impasto style checkpoint")
+
+
+def test_missing_input_image(tmp_path, tiny_ckpt):
+    assert_user_error(run("stylize.py", "--ckpt", str(tiny_ckpt), str(tmp_path / "missing.jpg"), "-o",
+                          str(tmp_path / "o.png")), "missing.jpg", "does not exist")
+
+
+def test_output_is_never_overwritten_without_asking(tmp_path, photo, tiny_ckpt):
+    ckpt = tiny_ckpt
+    out = tmp_path / "out.png"
+    out.write_bytes(b"keep me")
+    assert_user_error(run("stylize.py", "--ckpt", str(ckpt), str(photo), "-o", str(out)), "out.png", "--overwrite")
+    assert out.read_bytes() == b"keep me"
+    assert_user_error(run("stylize.py", "--ckpt", str(ckpt), str(photo), "-o", str(photo)), "is the input itself")

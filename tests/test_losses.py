@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+from impasto.losses import PerceptualLoss, content_loss, gram, style_loss, tv_loss
+from impasto.vgg import LossNetwork
+
+
+def test_gram_equals_direct_einsum():
+    f = torch.randn(2, 5, 7, 3)
+    expected = torch.einsum("bchw,bdhw->bcd", f, f) / (5 * 7 * 3)
+    torch.testing.assert_close(gram(f), expected)
+
+
+def test_gram_is_fp32_under_bf16_autocast():
+    f = torch.randn(1, 4, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        g = gram(f.bfloat16())
+    assert g.dtype == torch.float32
+
+
+def test_terms_are_zero_for_identical_inputs_and_positive_otherwise():
+    a, b = torch.rand(2, 8, 6, 6) + 0.1, torch.rand(2, 8, 6, 6) + 0.1
+    assert content_loss(a, a) == 0 and content_loss(a, b) > 0
+    assert style_loss(gram(a), gram(a)) == 0 and style_loss(gram(a), gram(b)) > 0
+    assert tv_loss(torch.full((1, 3, 8, 8), 0.3)) == 0 and tv_loss(torch.rand(1, 3, 8, 8)) > 0
+
+
+@pytest.fixture(scope="module")
+def random_loss():
+    # Random-weight VGG on purpose: this test checks the loss arithmetic, not what the weights see.
+    torch.manual_seed(0)
+    network = LossNetwork(["relu1_1", "relu2_1", "relu2_2"], weights="random")
+    loss = PerceptualLoss(network, {"relu2_2": 1.0}, {"relu1_1": 1.0, "relu2_1": 0.5}, 1.0, 3.0, 2.0)
+    return loss
+
+
+def test_perceptual_loss_terms(random_loss):
+    style = torch.rand(1, 3, 40, 40)
+    random_loss.set_style([style])
+    # The style image itself, as its own content: content and style terms vanish.
+    terms = random_loss(style, random_loss.content_targets(style))
+    assert terms["content"] == 0 and terms["style"] < 1e-10
+    other = torch.rand(2, 3, 32, 32)
+    terms = random_loss(other, random_loss.content_targets(other.flip(-1)))
+    assert terms["content"] > 0 and terms["style"] > 0 and terms["tv"] > 0
+    torch.testing.assert_close(terms["total"], terms["content"] + terms["style"] + terms["tv"])
+
+
+def test_style_blend_mixes_grams(random_loss):
+    a, b = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32) * 0.5
+    random_loss.set_style([a, b], [0.25, 0.75])
+    ga, gb = (gram(random_loss.network(x)["relu1_1"]) for x in (a, b))
+    torch.testing.assert_close(random_loss.target_gram("relu1_1"), 0.25 * ga + 0.75 * gb)
