@@ -41,5 +41,8 @@ def tiny_ckpt(tmp_path) -> Path:
     from impasto.checkpoint import save_style
     from impasto.transformer import TransformerConfig, TransformerNet
 
+    from omegaconf import OmegaConf
+
     net = TransformerNet(TransformerConfig(widths=(4, 8, 8), residual_blocks=1))
-    return save_style(tmp_path / "tiny.safetensors", net, {"style": "tiny", "steps": 0})
+    loss = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "loss" / "gatys.yaml"))
+    return save_style(tmp_path / "tiny.safetensors", net, {"style": "tiny", "steps": 0, "loss": loss})

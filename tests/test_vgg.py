@@ -65,3 +65,12 @@ def test_bad_weight_sources(tmp_path):
         load_weights(str(junk))
     with pytest.raises(UserError, match="unknown VGG19 layer"):
         LossNetwork(["relu9_9"], weights="random")
+
+
+def test_forward_runs_only_as_deep_as_asked(caffe_net):
+    calls = []
+    hooks = [m.register_forward_hook(lambda *_: calls.append(1)) for m in caffe_net.features]
+    out = caffe_net(torch.rand(1, 3, 16, 16), ["relu1_1"])
+    for h in hooks:
+        h.remove()
+    assert list(out) == ["relu1_1"] and len(calls) == 2  # conv1_1, relu1_1

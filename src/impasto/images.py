@@ -38,7 +38,7 @@ def resize_long_side(image: Image.Image, size: int | None) -> Image.Image:
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """PIL RGB -> float (3, H, W) in [0, 1]."""
     data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-    return data.view(image.height, image.width, 3).permute(2, 0, 1).float().div(255)
+    return data.view(image.height, image.width, 3).permute(2, 0, 1).float().div(255).contiguous()
 
 
 def to_pil(tensor: torch.Tensor) -> Image.Image:
@@ -65,3 +65,12 @@ def list_images(root: str | os.PathLike) -> list[Path]:
     """Every image file under `root`, recursively, in a stable order."""
     root = Path(root).expanduser()
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def preserve_color(stylized: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """The stylized luminance with the content's colours (Gatys et al. 2016, "Preserving Color", luminance transfer).
+
+    YCbCr is linear and its inverse maps Y to (1, 1, 1), so replacing Y keeps Cb/Cr: shift RGB by the Y difference.
+    """
+    luma = torch.tensor([0.299, 0.587, 0.114], device=content.device, dtype=content.dtype).view(1, 3, 1, 1)
+    return content + ((stylized - content) * luma).sum(dim=1, keepdim=True)

@@ -74,7 +74,7 @@ class PerceptualLoss(nn.Module):
         blend = [1.0 / len(styles)] * len(styles) if blend is None else list(blend)
         grams: dict[str, torch.Tensor] = {}
         for image, weight in zip(styles, blend):
-            feats = self.network(image)
+            feats = self.network(image, list(self.style_layers))
             for name in self.style_layers:
                 grams[name] = grams.get(name, 0) + weight * gram(feats[name])
         for name, g in grams.items():
@@ -82,14 +82,18 @@ class PerceptualLoss(nn.Module):
 
     @torch.no_grad()
     def content_targets(self, content: torch.Tensor) -> dict[str, torch.Tensor]:
-        feats = self.network(content)
-        return {name: feats[name] for name in self.content_layers}
+        return self.network(content, list(self.content_layers))  # stops at the deepest content layer
 
     def forward(self, output: torch.Tensor, content_targets: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        feats = self.network(output)
+        layers = (list(self.content_layers) if self.content_weight else []) + \
+            (list(self.style_layers) if self.style_weight else [])
+        feats = self.network(output, layers or None)
         zero = output.new_zeros((), dtype=torch.float32)
-        content = sum((w * content_loss(feats[n], content_targets[n]) for n, w in self.content_layers.items()), zero)
-        style = sum((w * style_loss(gram(feats[n]), self.target_gram(n)) for n, w in self.style_layers.items()), zero)
+        content, style = zero, zero
+        if self.content_weight:  # a zero weight skips its term: style-only runs have no content target
+            content = sum((w * content_loss(feats[n], content_targets[n]) for n, w in self.content_layers.items()), zero)
+        if self.style_weight:
+            style = sum((w * style_loss(gram(feats[n]), self.target_gram(n)) for n, w in self.style_layers.items()), zero)
         terms = {
             "content": self.content_weight * content,
             "style": self.style_weight * style,

@@ -13,6 +13,7 @@ import torch
 from .checkpoint import load_style
 from .errors import UserError, exit_on_user_error
 from .images import IMAGE_SUFFIXES, list_images, load_image, resize_long_side, save_atomic, to_pil, to_tensor
+from .runtime import pick_device
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,18 +29,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, …")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     return p.parse_args(argv)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown --device {name!r}: use auto, cpu or cuda[:N]") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda asked for, but no CUDA GPU is available: use --device cpu")
-    return device
 
 
 def collect_inputs(inputs: list[str]) -> list[Path]:

@@ -14,6 +14,7 @@ from .config import load_style_images
 from .data import ImageDataModule, build_train_dataset, load_preview
 from .errors import UserError
 from .losses import build_perceptual_loss
+from .runtime import bf16_is_fast
 from .system import StyleTransferSystem
 from .transformer import TransformerConfig, TransformerNet
 
@@ -29,16 +30,10 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     if precision != "auto":
         return precision
     on_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    if on_gpu:
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "bf16-mixed" if _cpu_has_amx() else "32-true"
-
-
-def _cpu_has_amx() -> bool:
-    try:
-        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    device = torch.device("cuda" if on_gpu else "cpu")
+    if bf16_is_fast(device):
+        return "bf16-mixed"
+    return "16-mixed" if on_gpu else "32-true"
 
 
 def train(cfg: DictConfig) -> Path | None:
@@ -84,7 +79,9 @@ def train(cfg: DictConfig) -> Path | None:
         return None
     meta = {
         "style": cfg.style.name,
-        "style_image": str(cfg.style.image),
+        "style_image": OmegaConf.to_container(cfg.style, resolve=True)["image"],
+        "style_size": cfg.style.size,
+        "style_blend": blend,
         "steps": trainer.global_step,
         "loss": OmegaConf.to_container(cfg.loss, resolve=True),
         "loss_network": system.loss.network.source,

@@ -142,11 +142,13 @@ class LossNetwork(nn.Module):
         x = rgb.flip(1) if self.bgr else rgb
         return (x * self.scale - self.mean) / self.std
 
-    def forward(self, rgb: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, rgb: torch.Tensor, layers: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """Activations at `layers` (default: all the network was built for), running no deeper than needed."""
+        wanted = self._wanted if layers is None else {LAYER_NAMES.index(name): name for name in layers}
         x = self.preprocess(rgb)
         out = {}
-        for i, module in enumerate(self.features):
+        for i, module in enumerate(self.features[: max(wanted) + 1]):
             x = module(x)
-            if i in self._wanted:
-                out[self._wanted[i]] = x
+            if i in wanted:
+                out[wanted[i]] = x
         return out

@@ -1,0 +1,124 @@
+"""Benchmarks; each prints one JSON line. Run them on the GPU (through the device tool), never as unit tests.
+
+  python scripts/bench.py optimize [--size 512 --steps 1000]   Gatys L-BFGS: fp32 vs the fast path, wall s with start-up
+  python scripts/bench.py train    [--size 256 --batch 4]      training images/s, synthetic data resident on the device
+  python scripts/bench.py stylize  [--ckpt C]                  stylize images/s at 512x512 and 1920x1080, batch 1
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_optimize(args) -> dict:
+    """Each mode in its own process, timed from launch to exit: start-up counts, as a user sees it."""
+    from impasto.data import EMBEDDED_PREVIEW
+
+    content = EMBEDDED_PREVIEW / "chelsea.jpg"
+    result = {"bench": "optimize", "size": args.size, "steps": args.steps, "content": content.name,
+              "style": "starry_night"}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode, precision in (("fp32", "fp32"), ("fast", "auto")):
+            metrics = Path(tmp) / f"{mode}.json"
+            start = time.perf_counter()
+            run = subprocess.run([sys.executable, str(ROOT / "scripts" / "optimize.py"), f"content={content}",
+                                  f"size={args.size}", f"steps={args.steps}", f"precision={precision}",
+                                  f"device={args.device}", "log_every_n_steps=0", f"output={tmp}/{mode}.png",
+                                  f"metrics={metrics}", f"hydra.run.dir={tmp}/{mode}"],
+                                 capture_output=True, text=True)
+            wall = time.perf_counter() - start
+            if run.returncode != 0:
+                sys.exit(f"error: optimize ({mode}) failed: {run.stderr.strip().splitlines()[-1:]}")
+            m = json.loads(metrics.read_text())
+            result[mode] = {"wall_s": round(wall, 2), "loop_s": m["seconds_in_run"], "precision": m["precision"],
+                            "final_loss": round(m["final_loss"]["total"], 5), "device": m["device"]}
+    return result
+
+
+def bench_train(args) -> dict:
+    from omegaconf import OmegaConf
+
+    from impasto.losses import build_perceptual_loss
+    from impasto.runtime import bf16_is_fast, pick_device
+    from impasto.transformer import TransformerConfig, TransformerNet
+
+    device = pick_device(args.device)
+    loss = build_perceptual_loss(OmegaConf.load(ROOT / "conf" / "loss" / "gatys.yaml")).to(device)
+    loss.set_style([torch.rand(1, 3, 512, 512, device=device)])
+    net = TransformerNet(TransformerConfig.from_dict(OmegaConf.load(ROOT / "conf" / "model" / "johnson.yaml"))).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    batch = torch.rand(args.batch, 3, args.size, args.size, device=device)
+    dtype = torch.bfloat16 if bf16_is_fast(device) else None
+
+    def step():
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            terms = loss(net(batch), loss.content_targets(batch))
+        opt.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        opt.step()
+
+    for _ in range(args.warmup):
+        step()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(args.iters):
+        step()
+    sync(device)
+    seconds = time.perf_counter() - start
+    return {"bench": "train", "device": str(device), "precision": "bf16" if dtype else "fp32", "size": args.size,
+            "batch": args.batch, "images_per_s": round(args.iters * args.batch / seconds, 1)}
+
+
+def bench_stylize(args) -> dict:
+    from impasto.checkpoint import load_style
+    from impasto.runtime import pick_device
+    from impasto.transformer import TransformerNet
+
+    device = pick_device(args.device)
+    net = load_style(args.ckpt, device)[0] if args.ckpt else TransformerNet().to(device).eval()
+    result = {"bench": "stylize", "device": str(device), "precision": "fp32", "batch": 1}
+    for w, h in ((512, 512), (1920, 1080)):
+        x = torch.rand(1, 3, h, w, device=device)
+        with torch.inference_mode():
+            for _ in range(args.warmup):
+                net(x)
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(args.iters):
+                net(x)
+            sync(device)
+        result[f"images_per_s_{w}x{h}"] = round(args.iters / (time.perf_counter() - start), 1)
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("what", choices=["optimize", "train", "stylize"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--size", type=int, default=None)
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--ckpt", default=None)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--iters", type=int, default=30)
+    args = p.parse_args()
+    args.size = args.size or {"optimize": 512, "train": 256}.get(args.what)
+    bench = {"optimize": bench_optimize, "train": bench_train, "stylize": bench_stylize}[args.what]
+    print(json.dumps(bench(args)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""compare.py: how good is a trained style? Its loss against Gatys's optimization on the same images and loss.
+
+For each photo, at the same size and with the checkpoint's own loss config (same layers, weights and style image):
+the fast network's output, and Gatys L-BFGS from the photo after each of `--steps` steps. Writes a table to stdout,
+compare.csv and compare.json, and a panel per photo: content | fast | Gatys@100 | Gatys@500.
+"""
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from PIL import Image, ImageDraw
+
+from .checkpoint import load_style
+from .config import load_style_images
+from .data import ASSETS
+from .errors import UserError, exit_on_user_error
+from .gatys import evaluate, optimize
+from .images import load_image, resize_long_side, save_atomic, to_pil, to_tensor
+from .losses import build_perceptual_loss
+from .optimize import resolve_precision
+from .runtime import pick_device
+from .stylize import collect_inputs
+
+COLUMNS = ["image", "method", "content", "style", "tv", "total", "seconds"]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="compare.py", description=__doc__.splitlines()[0])
+    p.add_argument("inputs", nargs="+", help="photos or folders (ideally not trained on)")
+    p.add_argument("--ckpt", required=True, help="a style checkpoint, e.g. checkpoints/starry_night.safetensors")
+    p.add_argument("--size", type=int, default=512, help="long side for both methods (default 512)")
+    p.add_argument("--steps", default="50,100,200,500", help="Gatys L-BFGS step counts to report (comma-separated)")
+    p.add_argument("--style", nargs="+", help="style image(s), if the checkpoint's are not on this machine")
+    p.add_argument("--out-dir", default="compare", help="where the CSV, JSON and panels go (default ./compare)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", help="Gatys loop precision: auto, fp32 or bf16")
+    return p.parse_args(argv)
+
+
+def parse_steps(text: str) -> list[int]:
+    try:
+        steps = sorted({int(s) for s in text.split(",") if s.strip()})
+    except ValueError:
+        raise UserError(f"--steps takes comma-separated integers, got {text!r}") from None
+    if not steps or steps[0] <= 0:
+        raise UserError(f"--steps needs positive step counts, got {text!r}")
+    return steps
+
+
+def style_images(meta: dict, override: list[str] | None) -> list[str]:
+    """The checkpoint's style images, found again on this machine when they were shipped with impasto."""
+    if override:
+        return override
+    recorded = meta.get("style_image")
+    paths = [recorded] if isinstance(recorded, str) else list(recorded or [])
+    found = []
+    for path in paths:
+        if not Path(path).exists() and "/impasto/assets/" in path:
+            path = str(ASSETS / path.split("/impasto/assets/", 1)[1])
+        if not Path(path).exists():
+            raise UserError(f"style image {path} recorded in the checkpoint is not on this machine: pass --style PATH")
+        found.append(path)
+    return found
+
+
+def panel(columns: list[tuple[str, torch.Tensor]]) -> Image.Image:
+    """Images side by side with a caption above each."""
+    tiles = [to_pil(t[0]) for _, t in columns]
+    w, h, pad, caption = tiles[0].width, tiles[0].height, 8, 22
+    sheet = Image.new("RGB", (len(tiles) * (w + pad) + pad, h + caption + pad), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, ((label, _), tile) in enumerate(zip(columns, tiles)):
+        x = pad + i * (w + pad)
+        draw.text((x, 5), label, fill="black")
+        sheet.paste(tile, (x, caption))
+    return sheet
+
+
+def compare(args: argparse.Namespace) -> list[dict]:
+    steps = parse_steps(args.steps)
+    if args.size <= 0:
+        raise UserError(f"--size must be positive, got {args.size}")
+    device = pick_device(args.device)
+    dtype = resolve_precision(args.precision, device)
+    net, meta = load_style(args.ckpt, device)
+    photos = collect_inputs(args.inputs)
+    style_cfg = OmegaConf.create({"image": style_images(meta, args.style), "size": meta.get("style_size", 512),
+                                  "blend": meta.get("style_blend")})
+    styles, blend = load_style_images(style_cfg)
+    loss = build_perceptual_loss(meta["loss"]).to(device)
+    loss.set_style([s.to(device) for s in styles], blend)
+
+    out_dir = Path(args.out_dir).expanduser()
+    rows: list[dict] = []
+    for photo in photos:
+        content = to_tensor(resize_long_side(load_image(photo, "input image"), args.size)).unsqueeze(0).to(device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            fast = net(content).clamp(0, 1)
+        fast_s = time.perf_counter() - start
+        rows.append({"image": photo.name, "method": "fast", **evaluate(loss, fast, content), "seconds": fast_s})
+
+        snapshots: dict[int, tuple[torch.Tensor, float]] = {}
+        start = time.perf_counter()
+
+        def on_step(step: int, _terms: dict, image: torch.Tensor) -> None:
+            if step in steps:
+                snapshots[step] = (image.detach().clone(), time.perf_counter() - start)
+
+        optimize(loss, content, content, steps[-1], "lbfgs", 1.0, dtype, on_step)
+        for n in steps:
+            image, seconds = snapshots[n]
+            rows.append({"image": photo.name, "method": f"gatys@{n}", **evaluate(loss, image.clamp(0, 1), content),
+                         "seconds": seconds})
+        shown = [n for n in (100, 500) if n in steps] or steps[-2:]
+        columns = [("content", content), ("fast", fast)] + [(f"Gatys@{n}", snapshots[n][0].clamp(0, 1)) for n in shown]
+        save_atomic(panel(columns), out_dir / f"panel_{photo.stem}.png")
+    return rows
+
+
+def matched_steps(rows: list[dict]) -> dict[str, str]:
+    """Per image: where the fast network's total loss falls among the Gatys step counts measured."""
+    verdicts = {}
+    for image in dict.fromkeys(r["image"] for r in rows):
+        fast = next(r["total"] for r in rows if r["image"] == image and r["method"] == "fast")
+        gatys = [r for r in rows if r["image"] == image and r["method"] != "fast"]
+        better = [r["method"] for r in gatys if r["total"] <= fast]
+        if not better:
+            verdicts[image] = f"fast's loss is lower than every Gatys count measured (up to {gatys[-1]['method']})"
+        elif better[0] == gatys[0]["method"]:
+            verdicts[image] = f"fast's loss is higher than {gatys[0]['method']}'s, the fewest steps measured"
+        else:
+            before = gatys[[r["method"] for r in gatys].index(better[0]) - 1]["method"]
+            verdicts[image] = f"fast's loss lies between {before}'s and {better[0]}'s"
+    return verdicts
+
+
+def write_reports(rows: list[dict], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "compare.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: r[k] for k in COLUMNS} for r in rows)
+    (out_dir / "compare.json").write_text(json.dumps({"rows": rows, "matched": matched_steps(rows)}, indent=1))
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = [f"{'image':<24} {'method':<10} {'content':>9} {'style':>9} {'tv':>9} {'total':>9} {'seconds':>8}"]
+    for r in rows:
+        lines.append(f"{r['image'][:24]:<24} {r['method']:<10} {r['content']:>9.4f} {r['style']:>9.4f} "
+                     f"{r['tv']:>9.4f} {r['total']:>9.4f} {r['seconds']:>8.2f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    with exit_on_user_error():
+        rows = compare(args)
+        write_reports(rows, Path(args.out_dir).expanduser())
+        print(format_table(rows))
+        for image, verdict in matched_steps(rows).items():
+            print(f"{image}: {verdict}")

