@@ -15,6 +15,7 @@ def test_round_trip_rebuilds_the_network(tmp_path):
     x = torch.rand(1, 3, 20, 20)
     torch.testing.assert_close(loaded(x), net(x))
     assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+    assert path.stat().st_mode & 0o044  # readable by others, as a normal file is (not mkstemp's 0600)
 
 
 def test_foreign_files_are_rejected(tmp_path):

@@ -61,3 +61,15 @@ def test_exported_style_stylizes_through_the_cli(trained, photo, tmp_path):
     assert many.returncode == 0, many.stderr
     with Image.open(tmp_path / "many" / photo.name) as im:
         assert max(im.size) == 20
+
+
+def test_ddp_two_processes_export_once(tmp_path):
+    # Lightning's DDP relaunches sys.argv; on CPU (gloo) this checks the Hydra relaunch and the rank-0 export.
+    result = run("train.py", *TINY, "trainer.max_steps=2", "trainer.accelerator=cpu", "trainer.devices=2",
+                 "trainer.strategy=ddp", "trainer.precision=32-true", f"paths.checkpoint_dir={tmp_path / 'ck'}",
+                 f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [p.name for p in (tmp_path / "ck").iterdir()] == ["starry_night.quickstart.safetensors"]
+    events = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert "loss/total" in events.Tags()["scalars"]

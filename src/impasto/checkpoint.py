@@ -8,7 +8,6 @@ unpickles anything.
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import torch
 
 from . import __version__
 from .errors import UserError
+from .files import write_atomic
 from .transformer import TransformerConfig, TransformerNet
 
 FORMAT = "impasto-style"
@@ -27,20 +27,10 @@ def save_style(path: str | os.PathLike, net: TransformerNet, meta: dict[str, Any
     """Write the transformer and its metadata atomically (a temporary file, then a rename)."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     full_meta = {**meta, "network": net.config.to_dict(), "impasto_version": __version__}
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in net.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=SUFFIX, dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION),
-                                          "meta": json.dumps(full_meta, sort_keys=True)})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "meta": json.dumps(full_meta, sort_keys=True)}
+    return write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:

@@ -1,13 +1,13 @@
 """Image files <-> tensors: loading with clear errors, resizing, atomic saving."""
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from PIL import Image, UnidentifiedImageError
 
 from .errors import UserError
+from .files import write_atomic
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
 
@@ -48,17 +48,9 @@ def to_pil(tensor: torch.Tensor) -> Image.Image:
 
 
 def save_atomic(image: Image.Image, path: str | os.PathLike) -> None:
-    """Write to a temporary file beside `path`, then rename: a crash never leaves half an image."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        image.save(tmp, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Save an image atomically, in the format its suffix names."""
+    fmt = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
+    write_atomic(path, lambda tmp: image.save(tmp, format=fmt))
 
 
 def list_images(root: str | os.PathLike) -> list[Path]:
