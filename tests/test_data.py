@@ -9,7 +9,8 @@ from omegaconf import OmegaConf
 
 def data_cfg(**kw):
     base = {"source": "folder", "root": None, "size": 32, "max_zoom": 1.5, "batch_size": 2, "num_workers": 0,
-            "preview_dir": None, "path": None, "name": None, "split": "train", "image_column": "image"}
+            "preview_dir": None, "path": None, "name": None, "split": "train", "image_column": "image",
+            "streaming": False, "shuffle_buffer": 8}
     return OmegaConf.create({**base, **kw})
 
 
@@ -64,3 +65,12 @@ def test_preview_is_a_fixed_square_batch():
     preview = load_preview(None, 48)
     assert preview.shape[1:] == (3, 48, 48) and len(preview) >= 3
     torch.testing.assert_close(preview, load_preview(None, 48))
+
+
+def test_hf_streaming_yields_batches(tmp_path):
+    pytest.importorskip("datasets", reason="datasets is a declared dependency; install it")
+    write_images(tmp_path / "hf", 5)
+    dataset, description = build_train_dataset(data_cfg(source="hf", path=str(tmp_path / "hf"), streaming=True))
+    assert "streamed" in description
+    batches = list(ImageDataModule(dataset, 2, 0).train_dataloader())
+    assert len(batches) == 2 and batches[0].shape == (2, 3, 32, 32)  # 5 images, drop_last

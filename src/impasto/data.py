@@ -4,7 +4,8 @@ Sources (`data.source`):
 - ``embedded``: the photos shipped in impasto/assets/photos (works offline on a fresh machine; a demo, not COCO).
 - ``coco``: a COCO train2014 image folder at `data.root` (scripts/download_coco.sh fetches it).
 - ``folder``: any folder of images at `data.root`, searched recursively.
-- ``hf``: a Hugging Face `datasets` dataset: a hub id, a local imagefolder, or a folder written by save_to_disk.
+- ``hf``: a Hugging Face `datasets` dataset: a hub id, a local imagefolder, or a folder written by save_to_disk;
+  `data.streaming=true` reads it as a stream (no full download), split between DDP ranks.
 - ``auto``: COCO if `data.root` holds images, else the embedded photos, said loudly in the log.
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from .errors import UserError
 from .images import list_images, load_image, to_tensor
@@ -81,6 +82,31 @@ class HFImages(Dataset):
         return self.transform(self.dataset[index][self.column].convert("RGB"))
 
 
+class HFStream(IterableDataset):
+    """A streamed Hugging Face dataset: shuffled through a buffer, split between DDP ranks when iteration starts
+    (the process group exists only then), and between DataLoader workers by `datasets` itself."""
+
+    def __init__(self, dataset, column: str, transform: RandomScaleCrop, seed: int, buffer_size: int):
+        self.dataset = dataset
+        self.column = column
+        self.transform = transform
+        self.seed = seed
+        self.buffer_size = buffer_size
+        self.epoch = 0
+
+    def __iter__(self):
+        import torch.distributed as dist
+        from datasets.distributed import split_dataset_by_node
+
+        ds = self.dataset
+        if dist.is_available() and dist.is_initialized():
+            ds = split_dataset_by_node(ds, rank=dist.get_rank(), world_size=dist.get_world_size())
+        ds = ds.shuffle(seed=self.seed + self.epoch, buffer_size=self.buffer_size)
+        self.epoch += 1
+        for example in ds:
+            yield self.transform(example[self.column].convert("RGB"))
+
+
 def _folder_images(root: Path, what: str, hint: str) -> list[Path]:
     if not root.is_dir():
         raise UserError(f"{what} {root} does not exist: {hint}")
@@ -102,16 +128,18 @@ def _load_hf(cfg) -> "object":
             ds = datasets.load_from_disk(str(local))
             if isinstance(ds, datasets.DatasetDict):
                 ds = ds[cfg.split]
+            if cfg.streaming:
+                ds = ds.to_iterable_dataset(num_shards=max(1, cfg.num_workers))
         elif local.is_dir():
-            ds = datasets.load_dataset("imagefolder", data_dir=str(local), split=cfg.split)
+            ds = datasets.load_dataset("imagefolder", data_dir=str(local), split=cfg.split, streaming=cfg.streaming)
         else:
-            ds = datasets.load_dataset(path, name=cfg.get("name"), split=cfg.split)
+            ds = datasets.load_dataset(path, name=cfg.get("name"), split=cfg.split, streaming=cfg.streaming)
     except UserError:
         raise
     except Exception as e:  # datasets raises many types (not found, offline, bad split); all are the user's to fix
         raise UserError(f"cannot load Hugging Face dataset {path!r} split {cfg.split!r}: "
                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    if cfg.image_column not in ds.column_names:
+    if ds.column_names is not None and cfg.image_column not in ds.column_names:
         raise UserError(f"dataset {path!r} has no column {cfg.image_column!r}: set data.image_column to one of "
                         f"{ds.column_names}")
     return ds
@@ -141,6 +169,9 @@ def build_train_dataset(cfg) -> tuple[Dataset, str]:
         return ImageFiles(paths, crop), f"{source} ({len(paths)} images, {root})"
     if source == "hf":
         ds = _load_hf(cfg)
+        if cfg.streaming:
+            stream = HFStream(ds, cfg.image_column, crop, seed=0, buffer_size=cfg.shuffle_buffer)
+            return stream, f"hf {cfg.path} [{cfg.split}] (streamed)"
         return HFImages(ds, cfg.image_column, crop), f"hf {cfg.path} [{cfg.split}] ({len(ds)} images)"
     raise UserError(f"unknown data.source {source!r}: use auto, embedded, coco, folder or hf")
 
@@ -164,7 +195,7 @@ class ImageDataModule(pl.LightningDataModule):
 
     def __init__(self, dataset: Dataset, batch_size: int, num_workers: int):
         super().__init__()
-        if len(dataset) < batch_size:
+        if not isinstance(dataset, IterableDataset) and len(dataset) < batch_size:
             raise UserError(f"the training set has {len(dataset)} images, fewer than one batch of {batch_size}: "
                             "lower data.batch_size or add images")
         self.dataset = dataset
@@ -172,6 +203,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=True, drop_last=True,
+        shuffle = not isinstance(self.dataset, IterableDataset)  # a stream shuffles through its own buffer
+        return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=shuffle, drop_last=True,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
                           pin_memory=torch.cuda.is_available())
