@@ -47,6 +47,22 @@ def test_lightning_checkpoint_is_resumable_and_has_no_vgg(trained):
     assert read_meta(tmp / "ck2" / "starry_night.quickstart.safetensors")["steps"] == 6
 
 
+def test_export_script_reproduces_the_trainings_export(trained, tmp_path):
+    from impasto.checkpoint import load_style, read_meta
+    from conftest import assert_user_error
+
+    tmp, _ = trained
+    out = tmp_path / "again.safetensors"
+    result = run("scripts/export.py", str(tmp / "run" / "checkpoints" / "last.ckpt"), str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    ours, theirs = load_style(out), load_style(tmp / "ck" / "starry_night.quickstart.safetensors")
+    x = torch.rand(1, 3, 24, 24)
+    torch.testing.assert_close(ours[0](x), theirs[0](x))
+    assert {k: v for k, v in read_meta(out).items()} == theirs[1]
+    assert_user_error(run("scripts/export.py", str(tmp / "run" / "checkpoints" / "last.ckpt"), str(out)), "--overwrite")
+    assert_user_error(run("scripts/export.py", str(out), str(tmp_path / "x.safetensors")), "not a train.py checkpoint")
+
+
 def test_exported_style_stylizes_through_the_cli(trained, photo, tmp_path):
     tmp, result = trained
     ckpt = tmp / "ck" / "starry_night.quickstart.safetensors"

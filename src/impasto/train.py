@@ -77,19 +77,45 @@ def train(cfg: DictConfig) -> Path | None:
 
     if not trainer.is_global_zero:
         return None
-    meta = {
-        "style": cfg.style.name,
-        "style_image": OmegaConf.to_container(cfg.style, resolve=True)["image"],
-        "style_size": cfg.style.size,
-        "style_blend": blend,
-        "steps": trainer.global_step,
-        "loss": OmegaConf.to_container(cfg.loss, resolve=True),
-        "loss_network": system.loss.network.source,
-        "data": data_description,
-        "image_size": cfg.data.size,
-        "batch_size": cfg.data.batch_size,
-    }
-    path = checkpoint.save_style(target, system.transformer, meta)
+    path = checkpoint.save_style(target, system.transformer, style_meta(hparams, trainer.global_step))
     log.info("exported %s (%d steps): stylize with  python stylize.py --ckpt %s PHOTO -o OUT.jpg",
              path, trainer.global_step, path)
     return path
+
+
+def style_meta(hparams: dict, steps: int) -> dict:
+    """The export's metadata, from the run's resolved config (as saved in its hyperparameters)."""
+    images = hparams["style"]["image"]
+    count = 1 if isinstance(images, str) else len(images)
+    blend = hparams["style"].get("blend") or [1.0] * count
+    return {
+        "style": hparams["style"]["name"],
+        "style_image": images,
+        "style_size": hparams["style"]["size"],
+        "style_blend": [w / sum(blend) for w in blend],
+        "steps": steps,
+        "loss": hparams["loss"],
+        "loss_network": hparams["loss"]["network"]["weights"],
+        "data": hparams["data_description"],
+        "image_size": hparams["data"]["size"],
+        "batch_size": hparams["data"]["batch_size"],
+    }
+
+
+def export_lightning_checkpoint(ckpt: str | Path, target: str | Path, overwrite: bool = False) -> Path:
+    """Export the style in a Lightning checkpoint of train.py (an interrupted run's last.ckpt, say)."""
+    ckpt, target = Path(ckpt).expanduser(), Path(target).expanduser()
+    if not ckpt.is_file():
+        raise UserError(f"Lightning checkpoint {ckpt} does not exist: look in outputs/<style>/<run>/checkpoints/")
+    if target.exists() and not overwrite:
+        raise UserError(f"{target} exists: pass --overwrite to replace it, or another output path")
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        hparams, weights = state["hyper_parameters"], state["state_dict"]
+        transformer = TransformerNet(TransformerConfig.from_dict(hparams["model"]))
+        transformer.load_state_dict({k.removeprefix("transformer."): v for k, v in weights.items()
+                                     if k.startswith("transformer.")})
+    except Exception as e:  # anything unreadable or foreign here is the user's file to fix
+        raise UserError(f"{ckpt} is not a train.py checkpoint ({type(e).__name__}): pass "
+                        "outputs/<style>/<run>/checkpoints/last.ckpt") from None
+    return checkpoint.save_style(target, transformer, style_meta(hparams, state["global_step"]))
