@@ -25,9 +25,9 @@ def sync(device: torch.device) -> None:
 
 def bench_optimize(args) -> dict:
     """Each mode in its own process, timed from launch to exit: start-up counts, as a user sees it."""
-    from impasto.data import EMBEDDED_PREVIEW
+    from impasto import ASSETS
 
-    content = EMBEDDED_PREVIEW / "chelsea.jpg"
+    content = ASSETS / "preview" / "chelsea.jpg"
     result = {"bench": "optimize", "size": args.size, "steps": args.steps, "content": content.name,
               "style": "starry_night"}
     with tempfile.TemporaryDirectory() as tmp:

@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from .data import ASSETS
+from . import ASSETS
 from .errors import UserError
 from .images import load_image, resize_long_side, to_tensor
 

@@ -18,12 +18,12 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from . import ASSETS
 from .errors import UserError
 from .images import list_images, load_image, to_tensor
 
 log = logging.getLogger(__name__)
 
-ASSETS = Path(__file__).parent / "assets"
 EMBEDDED_PHOTOS = ASSETS / "photos"
 EMBEDDED_PREVIEW = ASSETS / "preview"
 
