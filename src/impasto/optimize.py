@@ -79,8 +79,10 @@ def run(cfg: DictConfig, log_dir: Path | None = None) -> dict:
 
     torch.manual_seed(cfg.seed)
     loss = build_perceptual_loss(loss_config_for(cfg)).to(device)
-    if dtype is not None and device.type == "cuda":
-        loss.network.to(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # one image size for the whole loop: autotune the convolutions once
+        if dtype is not None:
+            loss.network.to(memory_format=torch.channels_last)
     loss.set_style([s.to(device) for s in styles], blend)  # style Grams once, for every scale and step
 
     writer = None
