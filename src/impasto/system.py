@@ -35,7 +35,8 @@ class StyleTransferSystem(pl.LightningModule):
 
     def on_train_start(self) -> None:
         self._clock = (time.perf_counter(), self.global_step)
-        self._log_preview()  # step 0: what the untrained network does, the baseline for every later grid
+        if self.global_step == 0:  # the untrained network: the baseline for every later grid (not on resume)
+            self._log_preview()
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         terms = self.loss(self.transformer(batch), self.loss.content_targets(batch))
