@@ -15,9 +15,9 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image, ImageDraw
 
+from . import ASSETS
 from .checkpoint import load_style
 from .config import load_style_images
-from . import ASSETS
 from .errors import UserError, exit_on_user_error
 from .gatys import evaluate, optimize
 from .images import load_image, resize_long_side, save_atomic, to_pil, to_tensor
