@@ -1,8 +1,8 @@
 """Benchmarks; each prints one JSON line. Run them on the GPU (through the device tool), never as unit tests.
 
-  python scripts/bench.py optimize [--size 512 --steps 1000]   Gatys L-BFGS: fp32 vs the fast path, wall s with start-up
-  python scripts/bench.py train    [--size 256 --batch 4]      training images/s, synthetic data resident on the device
-  python scripts/bench.py stylize  [--ckpt C]                  stylize images/s at 512x512 and 1920x1080, batch 1
+  python scripts/bench.py optimize [--size 512 --steps 1000]  Gatys L-BFGS, fp32 and the fast path: wall s with start-up
+  python scripts/bench.py train [--size 256 --batch 4 --compile]  training images/s, synthetic data on the device
+  python scripts/bench.py stylize [--ckpt C]  images/s at 512x512 and 1920x1080, batch 1, fp32 and the fast path
 """
 
 import argparse
@@ -49,19 +49,25 @@ def bench_optimize(args) -> dict:
 
 
 def bench_train(args) -> dict:
+    """Training steps as train.py runs them: bf16 autocast where fast, channels_last on CUDA, optionally compiled."""
     from omegaconf import OmegaConf
 
     from impasto.losses import build_perceptual_loss
-    from impasto.runtime import bf16_is_fast, pick_device
+    from impasto.runtime import autocast_dtype, conv_memory_format, pick_device
     from impasto.transformer import TransformerConfig, TransformerNet
 
     device = pick_device(args.device)
-    loss = build_perceptual_loss(OmegaConf.load(ROOT / "conf" / "loss" / "gatys.yaml")).to(device)
+    dtype = autocast_dtype(args.precision, device)
+    layout = conv_memory_format(device)
+    loss = build_perceptual_loss(OmegaConf.load(ROOT / "conf" / "loss" / "gatys.yaml")).to(device, memory_format=layout)
     loss.set_style([torch.rand(1, 3, 512, 512, device=device)])
-    net = TransformerNet(TransformerConfig.from_dict(OmegaConf.load(ROOT / "conf" / "model" / "johnson.yaml"))).to(device)
+    net = TransformerNet(TransformerConfig.from_dict(OmegaConf.load(ROOT / "conf" / "model" / "johnson.yaml")))
+    net = net.to(device, memory_format=layout)
+    if args.compile:
+        net.compile()
+        loss.network.compile()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    batch = torch.rand(args.batch, 3, args.size, args.size, device=device)
-    dtype = torch.bfloat16 if bf16_is_fast(device) else None
+    batch = torch.rand(args.batch, 3, args.size, args.size, device=device).contiguous(memory_format=layout)
 
     def step():
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
@@ -70,37 +76,45 @@ def bench_train(args) -> dict:
         terms["total"].backward()
         opt.step()
 
+    start = time.perf_counter()
     for _ in range(args.warmup):
         step()
     sync(device)
+    warmup_s = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(args.iters):
         step()
     sync(device)
     seconds = time.perf_counter() - start
-    return {"bench": "train", "device": str(device), "precision": "bf16" if dtype else "fp32", "size": args.size,
-            "batch": args.batch, "images_per_s": round(args.iters * args.batch / seconds, 1)}
+    return {"bench": "train", "device": str(device), "precision": "bf16" if dtype else "fp32",
+            "compile": args.compile, "size": args.size, "batch": args.batch, "warmup_s": round(warmup_s, 1),
+            "images_per_s": round(args.iters * args.batch / seconds, 1)}
 
 
 def bench_stylize(args) -> dict:
+    """stylize.py's forward pass, fp32 and the fast path (bf16 where fast; channels_last on CUDA) in one run."""
     from impasto.checkpoint import load_style
-    from impasto.runtime import pick_device
+    from impasto.runtime import autocast_dtype, pick_device
+    from impasto.stylize import stylizer
     from impasto.transformer import TransformerNet
 
     device = pick_device(args.device)
     net = load_style(args.ckpt, device)[0] if args.ckpt else TransformerNet().to(device).eval()
-    result = {"bench": "stylize", "device": str(device), "precision": "fp32", "batch": 1}
-    for w, h in ((512, 512), (1920, 1080)):
-        x = torch.rand(1, 3, h, w, device=device)
-        with torch.inference_mode():
+    result = {"bench": "stylize", "device": str(device), "batch": 1}
+    for mode, precision in (("fp32", "fp32"), ("fast", args.precision)):
+        dtype = autocast_dtype(precision, device)
+        forward = stylizer(net, device, dtype)
+        result[mode] = {"precision": "bf16" if dtype else "fp32"}
+        for w, h in ((512, 512), (1920, 1080)):
+            x = torch.rand(1, 3, h, w, device=device)
             for _ in range(args.warmup):
-                net(x)
+                forward(x)
             sync(device)
             start = time.perf_counter()
             for _ in range(args.iters):
-                net(x)
+                forward(x)
             sync(device)
-        result[f"images_per_s_{w}x{h}"] = round(args.iters / (time.perf_counter() - start), 1)
+            result[mode][f"images_per_s_{w}x{h}"] = round(args.iters / (time.perf_counter() - start), 1)
     return result
 
 
@@ -112,6 +126,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--ckpt", default=None)
+    p.add_argument("--precision", default="auto", help="train, and stylize's fast path: auto, fp32 or bf16")
+    p.add_argument("--compile", action="store_true", help="train: torch.compile the transformer and the VGG")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--iters", type=int, default=30)
     args = p.parse_args()

@@ -55,3 +55,9 @@ def test_output_is_never_overwritten_without_asking(tmp_path, photo, tiny_ckpt):
     assert_user_error(run("stylize.py", "--ckpt", str(ckpt), str(photo), "-o", str(out)), "out.png", "--overwrite")
     assert out.read_bytes() == b"keep me"
     assert_user_error(run("stylize.py", "--ckpt", str(ckpt), str(photo), "-o", str(photo)), "is the input itself")
+
+
+def test_unknown_precision(tmp_path, photo, tiny_ckpt):
+    assert_user_error(run("stylize.py", "--ckpt", str(tiny_ckpt), str(photo), "-o", str(tmp_path / "o.png"),
+                          "--precision", "fp8"), "fp8", "auto, fp32 or bf16")
+    assert not (tmp_path / "o.png").exists()

@@ -79,6 +79,16 @@ def test_exported_style_stylizes_through_the_cli(trained, photo, tmp_path):
         assert max(im.size) == 20
 
 
+def test_compiled_training_exports_a_plain_style(tmp_path, photo):
+    # nn.Module.compile() in place: no `_orig_mod.` prefixes in the export, which stylize.py loads as any other.
+    result = run("train.py", *TINY, "trainer.max_steps=2", "compile=true", f"paths.checkpoint_dir={tmp_path / 'ck'}",
+                 f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = tmp_path / "ck" / "starry_night.quickstart.safetensors"
+    styled = run("stylize.py", "--ckpt", str(ckpt), str(photo), "-o", str(tmp_path / "styled.png"))
+    assert styled.returncode == 0, styled.stderr
+
+
 def test_ddp_two_processes_export_once(tmp_path):
     # Lightning's DDP relaunches sys.argv; on CPU (gloo) this checks the Hydra relaunch and the rank-0 export.
     result = run("train.py", *TINY, "trainer.max_steps=2", "trainer.accelerator=cpu", "trainer.devices=2",

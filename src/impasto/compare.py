@@ -22,8 +22,7 @@ from .errors import UserError, exit_on_user_error
 from .gatys import evaluate, optimize
 from .images import load_image, resize_long_side, save_atomic, to_pil, to_tensor
 from .losses import build_perceptual_loss
-from .optimize import resolve_precision
-from .runtime import pick_device
+from .runtime import autocast_dtype, pick_device
 from .stylize import collect_inputs
 
 COLUMNS = ["image", "method", "content", "style", "tv", "total", "seconds"]
@@ -86,7 +85,7 @@ def compare(args: argparse.Namespace) -> list[dict]:
     if args.size <= 0:
         raise UserError(f"--size must be positive, got {args.size}")
     device = pick_device(args.device)
-    dtype = resolve_precision(args.precision, device)
+    dtype = autocast_dtype(args.precision, device)
     net, meta = load_style(args.ckpt, device)
     photos = collect_inputs(args.inputs)
     style_cfg = OmegaConf.create({"image": style_images(meta, args.style), "size": meta.get("style_size", 512),

@@ -15,7 +15,7 @@ from .errors import UserError
 from .gatys import evaluate, initial_image, optimize
 from .images import load_image, preserve_color, resize_long_side, save_atomic, to_pil, to_tensor
 from .losses import build_perceptual_loss
-from .runtime import bf16_is_fast, pick_device
+from .runtime import autocast_dtype, pick_device
 from .vgg import LAYER_NAMES
 
 log = logging.getLogger(__name__)
@@ -46,15 +46,6 @@ def loss_config_for(cfg: DictConfig) -> DictConfig:
     return loss_cfg
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """None for fp32; bf16 for `bf16`, and for `auto` where bf16 is fast."""
-    if precision not in ("auto", "fp32", "bf16"):
-        raise UserError(f"unknown precision {precision!r}: use auto, fp32 or bf16")
-    if precision == "bf16" or (precision == "auto" and bf16_is_fast(device)):
-        return torch.bfloat16
-    return None
-
-
 def output_path(cfg: DictConfig) -> Path:
     if cfg.output:
         return Path(cfg.output).expanduser()
@@ -70,7 +61,7 @@ def run(cfg: DictConfig, log_dir: Path | None = None) -> dict:
     if out.exists() and not cfg.overwrite:
         raise UserError(f"output {out} exists: pass overwrite=true to replace it, or output=PATH")
     device = pick_device(cfg.device)
-    dtype = resolve_precision(cfg.precision, device)
+    dtype = autocast_dtype(cfg.precision, device)
     photo = load_image(cfg.content, "content image")
     styles, blend = load_style_images(cfg.style)
     scales = list(cfg.scales) if cfg.scales else [cfg.size]

@@ -31,3 +31,17 @@ def bf16_is_fast(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return device.type == "cpu" and cpu_has_amx()
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a `precision` of auto, fp32 or bf16: None for fp32, bf16 where asked or where fast."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise UserError(f"unknown precision {precision!r}: use auto, fp32 or bf16")
+    if precision == "bf16" or (precision == "auto" and bf16_is_fast(device)):
+        return torch.bfloat16
+    return None
+
+
+def conv_memory_format(device: torch.device) -> torch.memory_format:
+    """channels_last on CUDA, the layout of cuDNN's fastest tensor-core convolutions; the default layout elsewhere."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format

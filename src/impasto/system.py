@@ -7,6 +7,7 @@ import torch
 from torchvision.utils import make_grid
 
 from .losses import PerceptualLoss
+from .runtime import conv_memory_format
 from .transformer import TransformerNet
 
 LOSS_NETWORK_PREFIX = "loss.network."
@@ -25,11 +26,17 @@ class StyleTransferSystem(pl.LightningModule):
         if hparams:
             self.save_hyperparameters(hparams)
         self._clock: tuple[float, int] | None = None
+        self._layout = torch.contiguous_format
 
     def forward(self, content: torch.Tensor) -> torch.Tensor:
         return self.transformer(content)
 
     # --- hooks, in Lightning's order -------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        # The layout is set before DDP and the optimizer see the parameters; moving to the GPU keeps it.
+        self._layout = conv_memory_format(self.trainer.strategy.root_device)
+        self.to(memory_format=self._layout)
+
     def configure_optimizers(self):
         return torch.optim.Adam(self.transformer.parameters(), lr=self.lr)
 
@@ -39,6 +46,7 @@ class StyleTransferSystem(pl.LightningModule):
             self._log_preview()
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        batch = batch.contiguous(memory_format=self._layout)
         terms = self.loss(self.transformer(batch), self.loss.content_targets(batch))
         self.log_dict({f"loss/{name}": value for name, value in terms.items()}, prog_bar=False)
         self.log("loss", terms["total"], prog_bar=True, logger=False)

@@ -52,6 +52,9 @@ def train(cfg: DictConfig) -> Path | None:
     loss = build_perceptual_loss(cfg.loss)
     loss.set_style(styles, blend)
     transformer = TransformerNet(TransformerConfig.from_dict(cfg.model))
+    if cfg.compile:  # in place (nn.Module.compile): state-dict keys, Lightning checkpoints and the export unchanged
+        transformer.compile()
+        loss.network.compile()
     preview = load_preview(cfg.data.preview_dir, cfg.data.size) if cfg.log.preview_every_n_steps else None
     hparams = OmegaConf.to_container(cfg, resolve=True)
     hparams["data_description"] = data_description
