@@ -1,8 +1,8 @@
 """Benchmarks; each prints one JSON line. Run them on the GPU (through the device tool), never as unit tests.
 
-  python scripts/bench.py optimize [--size 512 --steps 1000]  Gatys L-BFGS, fp32 and the fast path: wall s with start-up
+  python scripts/bench.py optimize [--size 512 --steps 1000]  Gatys L-BFGS in fp32 and in bf16: wall s with start-up
   python scripts/bench.py train [--size 256 --batch 4 --compile]  training images/s, synthetic data on the device
-  python scripts/bench.py stylize [--ckpt C]  images/s at 512x512 and 1920x1080, batch 1, fp32 and the fast path
+  python scripts/bench.py stylize [--ckpt C]  images/s at 512x512 and 1920x1080, batch 1, fp32 and --precision (auto)
 """
 
 import argparse
@@ -28,10 +28,13 @@ def bench_optimize(args) -> dict:
     from impasto import ASSETS
 
     content = ASSETS / "preview" / "chelsea.jpg"
+    from impasto.runtime import autocast_dtype, pick_device
+
+    auto = "bf16" if autocast_dtype("auto", pick_device(args.device)) else "fp32"
     result = {"bench": "optimize", "size": args.size, "steps": args.steps, "content": content.name,
-              "style": "starry_night"}
+              "style": "starry_night", "auto_picks": auto}
     with tempfile.TemporaryDirectory() as tmp:
-        for mode, precision in (("fp32", "fp32"), ("fast", "auto")):
+        for mode, precision in (("fp32", "fp32"), ("bf16", "bf16")):
             metrics = Path(tmp) / f"{mode}.json"
             start = time.perf_counter()
             run = subprocess.run([sys.executable, str(ROOT / "scripts" / "optimize.py"), f"content={content}",
@@ -53,11 +56,13 @@ def bench_train(args) -> dict:
     from omegaconf import OmegaConf
 
     from impasto.losses import build_perceptual_loss
-    from impasto.runtime import autocast_dtype, conv_memory_format, pick_device
+    from impasto.runtime import autocast_dtype, bf16_is_fast, conv_memory_format, pick_device
     from impasto.transformer import TransformerConfig, TransformerNet
 
     device = pick_device(args.device)
-    dtype = autocast_dtype(args.precision, device)
+    torch.backends.cudnn.benchmark = True  # as train.py's trainer (fixed crop size)
+    # as train.resolve_precision: auto is bf16 wherever bf16 is fast, for batches
+    dtype = torch.bfloat16 if args.precision == "auto" and bf16_is_fast(device) else autocast_dtype(args.precision, device)
     layout = conv_memory_format(device)
     loss = build_perceptual_loss(OmegaConf.load(ROOT / "conf" / "loss" / "gatys.yaml")).to(device, memory_format=layout)
     loss.set_style([torch.rand(1, 3, 512, 512, device=device)])
@@ -92,7 +97,7 @@ def bench_train(args) -> dict:
 
 
 def bench_stylize(args) -> dict:
-    """stylize.py's forward pass, fp32 and the fast path (bf16 where fast; channels_last on CUDA) in one run."""
+    """stylize.py's forward pass, fp32 and --precision's choice (default auto) in one run."""
     from impasto.checkpoint import load_style
     from impasto.runtime import autocast_dtype, pick_device
     from impasto.stylize import stylizer

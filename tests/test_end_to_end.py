@@ -25,7 +25,7 @@ def test_logs_scalars_images_and_hparams(trained):
     events = EventAccumulator(str(tmp / "run" / "tb"), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
     scalars = set(events.Tags()["scalars"])
-    assert {"loss/content", "loss/style", "loss/tv", "loss/total", "perf/images_per_s"} <= scalars, scalars
+    assert {"loss/content", "loss/style", "loss/tv", "loss/total", "perf/images_per_s", "grad_norm"} <= scalars, scalars
     assert any(tag.startswith("lr") for tag in scalars), scalars
     assert all(torch.isfinite(torch.tensor(e.value)) for e in events.Scalars("loss/total"))
     images = events.Images("preview/content_and_stylized")

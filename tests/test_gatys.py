@@ -53,6 +53,29 @@ def test_device_lbfgs_matches_torch_lbfgs(loss, content):
     assert abs(ours_total - theirs_total) <= 0.02 * theirs_total
 
 
+def test_device_lbfgs_takes_torch_lbfgs_steps_through_a_full_history():
+    """Step for step against torch.optim.LBFGS (max_iter=1, no line search), past the point where the ring of
+    5 pairs wraps: a wrong formula or a wrong chronological order of the pairs shows here."""
+    torch.manual_seed(0)
+    a = torch.randn(30, 30, dtype=torch.float64)
+    h = a @ a.T / 30 + 0.1 * torch.eye(30, dtype=torch.float64)
+    x0 = torch.randn(30, dtype=torch.float64)
+    ours, theirs = x0.clone().float(), x0.clone().float().requires_grad_(True)
+    opt = DeviceLBFGS(ours, lr=0.5, history_size=5)
+    ref = torch.optim.LBFGS([theirs], lr=0.5, max_iter=1, history_size=5, tolerance_grad=-1, tolerance_change=-1)
+
+    def closure():
+        ref.zero_grad()
+        loss = 0.5 * theirs.double() @ h @ theirs.double()
+        loss.backward()
+        return loss
+
+    for step in range(20):
+        opt.step((h @ ours.double()).float())
+        ref.step(closure)
+        assert torch.allclose(ours, theirs.detach(), rtol=1e-4, atol=1e-5), f"step {step}"
+
+
 def test_device_lbfgs_solves_a_quadratic():
     torch.manual_seed(0)
     a = torch.randn(20, 20)

@@ -14,7 +14,7 @@ import torch
 from .checkpoint import load_style
 from .errors import UserError, exit_on_user_error
 from .images import IMAGE_SUFFIXES, list_images, load_image, resize_long_side, save_atomic, to_pil, to_tensor
-from .runtime import autocast_dtype, conv_memory_format, pick_device
+from .runtime import autocast_dtype, pick_device
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -74,14 +74,12 @@ def plan_outputs(inputs: list[Path], output: str | None, out_dir: str | None, ov
 def stylizer(net: torch.nn.Module, device: torch.device,
              dtype: torch.dtype | None) -> Callable[[torch.Tensor], torch.Tensor]:
     """One forward pass, fp32 out; in bf16 autocast when `dtype` says so (on the shipped style, 51 dB PSNR against
-    fp32: no visible difference)."""
-    layout = conv_memory_format(device)
-    net.to(memory_format=layout)
+    fp32: no visible difference). The default layout: channels_last ran slower here on an H100 (1080p: 25 vs 17 ms)."""
 
     @torch.inference_mode()
     def forward(batch: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            return net(batch.to(device, memory_format=layout)).float()
+            return net(batch.to(device)).float()
 
     return forward
 

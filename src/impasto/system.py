@@ -52,6 +52,11 @@ class StyleTransferSystem(pl.LightningModule):
         self.log("loss", terms["total"], prog_bar=True, logger=False)
         return terms["total"]
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # Before clipping, so spikes show as they are; a few small kernels, written every log_every_n_steps.
+        norms = [p.grad.norm() for p in self.transformer.parameters() if p.grad is not None]
+        self.log("grad_norm", torch.linalg.vector_norm(torch.stack(norms)))
+
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         step = self.global_step
         every = self.trainer.log_every_n_steps
