@@ -26,10 +26,9 @@ def sync(device: torch.device) -> None:
 def bench_optimize(args) -> dict:
     """Each mode in its own process, timed from launch to exit: start-up counts, as a user sees it."""
     from impasto import ASSETS
-
-    content = ASSETS / "preview" / "chelsea.jpg"
     from impasto.runtime import autocast_dtype, pick_device
 
+    content = ASSETS / "preview" / "chelsea.jpg"
     auto = "bf16" if autocast_dtype("auto", pick_device(args.device)) else "fp32"
     result = {"bench": "optimize", "size": args.size, "steps": args.steps, "content": content.name,
               "style": "starry_night", "auto_picks": auto}
@@ -61,8 +60,10 @@ def bench_train(args) -> dict:
 
     device = pick_device(args.device)
     torch.backends.cudnn.benchmark = True  # as train.py's trainer (fixed crop size)
-    # as train.resolve_precision: auto is bf16 wherever bf16 is fast, for batches
-    dtype = torch.bfloat16 if args.precision == "auto" and bf16_is_fast(device) else autocast_dtype(args.precision, device)
+    if args.precision == "auto":  # as train.resolve_precision: batches run bf16 wherever bf16 is fast
+        dtype = torch.bfloat16 if bf16_is_fast(device) else None
+    else:
+        dtype = autocast_dtype(args.precision, device)
     layout = conv_memory_format(device)
     loss = build_perceptual_loss(OmegaConf.load(ROOT / "conf" / "loss" / "gatys.yaml")).to(device, memory_format=layout)
     loss.set_style([torch.rand(1, 3, 512, 512, device=device)])
