@@ -17,8 +17,9 @@ from pathlib import Path
 
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-EMBEDDED = ROOT / "src" / "impasto" / "assets" / "photos"
+from impasto import ASSETS
+from impasto.images import list_images
+
 SHORT_SIDE = 512
 
 PLASMA = "usr/share/wallpapers/{}/contents/images/2560x1600.jpg"
@@ -57,9 +58,8 @@ def main() -> None:
     if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
         sys.exit("error: this needs apt-get and dpkg-deb (Debian or Ubuntu): or train on any folder with data=folder")
     out.mkdir(parents=True, exist_ok=True)
-    for photo in sorted(EMBEDDED.iterdir()):
-        if photo.suffix.lower() in (".jpg", ".jpeg", ".png"):
-            shutil.copy2(photo, out / photo.name)
+    for photo in list_images(ASSETS / "photos"):
+        shutil.copy2(photo, out / photo.name)
     with tempfile.TemporaryDirectory() as tmp:
         for package, files in WALLPAPERS.items():
             run = subprocess.run(["apt-get", "download", package], cwd=tmp, capture_output=True, text=True)

@@ -74,13 +74,12 @@ class DeviceLBFGS:
         order = (self.ring + self.count % self.m) % self.m  # slots, oldest pair first (empty slots anywhere)
         sy = self.sy[order][:, order]
         d = sy.diagonal()
-        used = d > 0  # an empty or rejected slot has s = y = 0: a unit diagonal keeps it out of the solve
+        used = d > 0  # an empty or rejected slot has s = y = 0 (so d = 0): a unit diagonal keeps it out of the solve
         r = sy.triu() + torch.diag(torch.where(used, 0.0, 1.0).to(sy.dtype))
         a = (self.s @ g).double()[order]
         b = (self.y @ g).double()[order]
         u = torch.linalg.solve_triangular(r, a.unsqueeze(1), upper=True)
-        inner = (torch.where(used, d, 0.0).unsqueeze(1) * u + self.gamma * (self.yy[order][:, order] @ u)
-                 - self.gamma * b.unsqueeze(1))
+        inner = d.unsqueeze(1) * u + self.gamma * (self.yy[order][:, order] @ u - b.unsqueeze(1))
         p = torch.linalg.solve_triangular(r.T, inner, upper=False)
         coef_s = torch.zeros_like(a).index_copy(0, order, p.squeeze(1)).float()
         coef_y = torch.zeros_like(a).index_copy(0, order, -self.gamma * u.squeeze(1)).float()
