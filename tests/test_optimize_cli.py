@@ -19,6 +19,9 @@ def test_optimize_writes_image_tensorboard_and_metrics(tmp_path, photo):
         assert max(im.size) == 40
     m = json.loads(metrics.read_text())
     assert m["steps"] == 4 and m["final_loss"]["total"] > 0
+    phases = m["timings"]  # what bench.py optimize reports: the run's phases, adding up to its time
+    assert list(phases) == ["setup_s", "first_step_s", "steps_s", "finish_s"] and min(phases.values()) >= 0
+    assert abs(sum(phases.values()) - m["seconds_in_run"]) < 0.01
     assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # atomic: no temporary file left
 

@@ -19,6 +19,12 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a wall-clock time covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def cpu_has_amx() -> bool:
     """bf16 matrix units (Sapphire Rapids and later): there CPU bf16 autocast runs ~2x faster than fp32."""
     try:
