@@ -26,13 +26,20 @@ def load_image(path: str | os.PathLike, what: str = "image") -> Image.Image:
         raise UserError(f"{what} {path} is not a readable image ({e.__class__.__name__}): give a JPEG or PNG") from None
 
 
-def resize_long_side(image: Image.Image, size: int | None) -> Image.Image:
-    """Scale so the longer side is `size` pixels (None: unchanged)."""
+def long_side_size(width: int, height: int, size: int | None = None, scale: float | None = None) -> tuple[int, int]:
+    """(width, height) scaled so the longer side is `size` pixels, or by `scale`; unchanged when neither is given."""
+    if scale:
+        size = max(1, round(max(width, height) * scale))
     if not size:
-        return image
-    scale = size / max(image.size)
-    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                        Image.Resampling.LANCZOS)
+        return width, height
+    factor = size / max(width, height)
+    return max(1, round(width * factor)), max(1, round(height * factor))
+
+
+def resize_long_side(image: Image.Image, size: int | None, scale: float | None = None) -> Image.Image:
+    """Scale so the longer side is `size` pixels, or by `scale` (neither: unchanged)."""
+    target = long_side_size(image.width, image.height, size, scale)
+    return image if target == image.size else image.resize(target, Image.Resampling.LANCZOS)
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
@@ -53,10 +60,10 @@ def save_atomic(image: Image.Image, path: str | os.PathLike) -> None:
     write_atomic(path, lambda tmp: image.save(tmp, format=fmt))
 
 
-def list_images(root: str | os.PathLike) -> list[Path]:
-    """Every image file under `root`, recursively, in a stable order."""
+def list_images(root: str | os.PathLike, suffixes: set[str] = IMAGE_SUFFIXES) -> list[Path]:
+    """Every image file (or file with one of `suffixes`) under `root`, recursively, in a stable order."""
     root = Path(root).expanduser()
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
 
 
 def preserve_color(stylized: torch.Tensor, content: torch.Tensor) -> torch.Tensor:

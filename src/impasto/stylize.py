@@ -1,6 +1,7 @@
-"""stylize.py: apply a trained style to photos, one forward pass each.
+"""stylize.py: apply a trained style to photos and videos, one forward pass per image or frame.
 
-Imports only the transformer, the checkpoint reader and the image helpers: no Lightning, Hydra or datasets.
+Imports only the transformer, the checkpoint reader and the image helpers (and PyAV, for a video): no Lightning,
+Hydra or datasets.
 """
 
 import argparse
@@ -15,14 +16,18 @@ from .checkpoint import load_style
 from .errors import UserError, exit_on_user_error
 from .images import IMAGE_SUFFIXES, list_images, load_image, resize_long_side, save_atomic, to_pil, to_tensor
 from .runtime import autocast_dtype, pick_device
+from .video import VIDEO_SUFFIXES, check_output, is_video, stylize_video
+
+MEDIA_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="stylize.py", description="Stylize photos with a trained impasto style.")
-    p.add_argument("inputs", nargs="+", help="image files or folders of images")
+    p = argparse.ArgumentParser(prog="stylize.py",
+                                description="Stylize photos and videos with a trained impasto style.")
+    p.add_argument("inputs", nargs="+", help="image or video files, or folders of them")
     p.add_argument("--ckpt", required=True, help="a style checkpoint, e.g. checkpoints/starry_night.safetensors")
     out = p.add_mutually_exclusive_group(required=True)
-    out.add_argument("-o", "--output", help="output file, for a single input image")
+    out.add_argument("-o", "--output", help="output file, for a single input")
     out.add_argument("--out-dir", help="output folder; each output keeps its input's file name")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--size", type=int, help="resize so the longer side has SIZE pixels (default: input size)")
@@ -30,6 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, …")
     p.add_argument("--precision", default="auto",
                    help="auto (bf16 where the device runs it fast: CUDA, CPUs with AMX), fp32 or bf16")
+    p.add_argument("--batch", type=int, default=4, help="video frames per forward pass (default 4)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     return p.parse_args(argv)
 
@@ -39,14 +45,15 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            found = list_images(path)
+            found = list_images(path, MEDIA_SUFFIXES)
             if not found:
-                raise UserError(f"input folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+                raise UserError(f"input folder {path} holds no images or videos "
+                                f"({', '.join(sorted(MEDIA_SUFFIXES))})")
             paths += found
         elif path.exists():
             paths.append(path)
         else:
-            raise UserError(f"input image {path} does not exist: check the path")
+            raise UserError(f"input {path} does not exist: check the path")
     return paths
 
 
@@ -62,7 +69,9 @@ def plan_outputs(inputs: list[Path], output: str | None, out_dir: str | None, ov
         if clashes:
             raise UserError(f"several inputs are named {clashes[0]}: stylize them into separate --out-dir folders")
     for src, dst in zip(inputs, outputs):
-        if dst.suffix.lower() not in IMAGE_SUFFIXES:
+        if is_video(src):
+            check_output(dst)
+        elif dst.suffix.lower() not in IMAGE_SUFFIXES:
             raise UserError(f"output {dst} needs an image suffix (.jpg, .png, …)")
         if dst.resolve() == src.resolve():
             raise UserError(f"output {dst} is the input itself: choose another output path")
@@ -87,10 +96,7 @@ def stylizer(net: torch.nn.Module, device: torch.device,
 
 def stylize_file(forward: Callable[[torch.Tensor], torch.Tensor], src: Path, dst: Path, size: int | None,
                  scale: float | None) -> tuple[int, int]:
-    image = load_image(src, "input image")
-    if scale:
-        size = max(1, round(max(image.size) * scale))
-    image = resize_long_side(image, size)
+    image = resize_long_side(load_image(src, "input image"), size, scale)
     save_atomic(to_pil(forward(to_tensor(image).unsqueeze(0))[0]), dst)
     return image.size
 
@@ -100,15 +106,26 @@ def main(argv: list[str] | None = None) -> None:
     with exit_on_user_error():
         if args.size is not None and args.size <= 0 or args.scale is not None and args.scale <= 0:
             raise UserError("--size and --scale must be positive")
+        if args.batch <= 0:
+            raise UserError(f"--batch must be positive, got {args.batch}")
         device = pick_device(args.device)
         dtype = autocast_dtype(args.precision, device)
         net, meta = load_style(args.ckpt, device)
         inputs = collect_inputs(args.inputs)
         outputs = plan_outputs(inputs, args.output, args.out_dir, args.overwrite)
         forward = stylizer(net, device, dtype)
+        videos = sum(map(is_video, inputs))
         print(f"style {meta['style']} ({meta['steps']} steps) on {device}, {'bf16' if dtype else 'fp32'}: "
-              f"{len(inputs)} image(s)", file=sys.stderr)
+              f"{len(inputs) - videos} image(s), {videos} video(s)", file=sys.stderr)
         for src, dst in zip(inputs, outputs):
             start = time.perf_counter()
-            w, h = stylize_file(forward, src, dst, args.size, args.scale)
-            print(f"{src} -> {dst} ({w}x{h}, {time.perf_counter() - start:.2f} s)", file=sys.stderr)
+            if is_video(src):
+                v = stylize_video(forward, src, dst, args.size, args.scale, args.batch)
+                seconds = time.perf_counter() - start
+                short = v["declared_frames"] > v["frames"]  # a truncated or damaged file: FFmpeg stops early
+                count = f"{v['frames']} of the {v['declared_frames']} frames it declares" if short else f"{v['frames']} frames"
+                print(f"{src} -> {dst} ({v['width']}x{v['height']}, {count}, {seconds:.1f} s, "
+                      f"{v['frames'] / seconds:.1f} frames/s, audio {v['audio']})", file=sys.stderr)
+            else:
+                w, h = stylize_file(forward, src, dst, args.size, args.scale)
+                print(f"{src} -> {dst} ({w}x{h}, {time.perf_counter() - start:.2f} s)", file=sys.stderr)

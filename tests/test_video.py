@@ -1,0 +1,154 @@
+"""stylize.py on videos: every frame stylized at its own time, the audio copied, bad input refused, at tiny sizes."""
+
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, assert_user_error, run
+from impasto.checkpoint import load_style
+from impasto.images import to_tensor
+from impasto.stylize import stylizer
+from impasto.video import FrameTimes, stylize_video
+
+SHIPPED = ROOT / "checkpoints" / "starry_night.safetensors"
+FRAMES, WIDTH, HEIGHT = 9, 64, 48
+
+
+def write_clip(path, codec: str, options: dict, audio: str | None) -> None:
+    """A moving gradient at 12 frames/s, with a tone in `audio` codec if given."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream(codec, rate=12, options=options)
+        video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        sound = out.add_stream(audio, rate=16000, layout="mono") if audio else None
+        x = np.linspace(0, 255, WIDTH)[None, :, None]
+        y = np.linspace(0, 255, HEIGHT)[:, None, None]
+        for i in range(FRAMES):
+            rgb = np.concatenate([(x + 20 * i) % 256 + 0 * y, y + 0 * x, np.full_like(x + y, 40 * i % 256)], axis=2)
+            out.mux(video.encode(av.VideoFrame.from_ndarray(rgb.astype(np.uint8), format="rgb24")))
+        out.mux(video.encode(None))
+        if sound:
+            samples = sound.codec_context.frame_size or 1024
+            for i in range(12):
+                t = (np.arange(samples) + i * samples) / 16000
+                frame = av.AudioFrame.from_ndarray((np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)[None],
+                                                   format="s16", layout="mono")
+                frame.sample_rate, frame.pts = 16000, i * samples
+                out.mux(sound.encode(frame))
+            out.mux(sound.encode(None))
+
+
+def frames_of(path) -> tuple[list[float], list[torch.Tensor]]:
+    with av.open(str(path)) as c:
+        decoded = list(c.decode(video=0))
+    return [f.time for f in decoded], [to_tensor(f.to_image()) for f in decoded]
+
+
+@pytest.fixture
+def clip(tmp_path):
+    path = tmp_path / "clip.mp4"
+    write_clip(path, "libx264", {"crf": "10"}, "aac")
+    return path
+
+
+def test_stylize_py_styles_every_frame_keeps_times_and_copies_the_audio(tmp_path, clip):
+    out = tmp_path / "out" / "clip_starry.mp4"
+    result = run("stylize.py", "--ckpt", str(SHIPPED), str(clip), "-o", str(out), "--device", "cpu", "--batch", "4",
+                 "--precision", "fp32")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"{FRAMES} frames" in result.stderr and "audio copied" in result.stderr
+
+    times_in, frames_in = frames_of(clip)
+    times_out, frames_out = frames_of(out)
+    assert len(frames_out) == FRAMES and frames_out[0].shape == (3, HEIGHT, WIDTH)
+    assert times_out == pytest.approx(times_in, abs=1e-3)
+    with av.open(str(out)) as c:
+        assert [s.codec_context.name for s in c.streams.audio] == ["aac"]
+
+    # each output frame is the network's stylization of its own input frame, up to H.264's loss
+    net, _ = load_style(SHIPPED)
+    expected = stylizer(net, torch.device("cpu"), None)(torch.stack(frames_in)).clamp(0, 1)
+    for i in (0, FRAMES - 1):
+        error = (frames_out[i] - expected[i]).square().mean()
+        other = (frames_out[i] - expected[(i + FRAMES // 2) % FRAMES]).square().mean()
+        assert 10 * torch.log10(1 / error) > 27, f"frame {i}: PSNR against its own stylization"
+        assert error < other / 4, f"frame {i} is closer to another frame's stylization"
+
+
+def test_frame_times_follow_the_packets_when_frame_pts_are_shuffled():
+    """The first frames of opencv's Megamind.avi (MPEG-4, packed B-frames in AVI): the packets' pts and the
+    decoded frames' own pts are both out of order; the display times are 1, 2, 3, …"""
+    packets = [1, 2, 4, 3, 5, 7, 6, 8, 10, 9]
+    frames = [1, 2, 3, 5, 4, 6, 8, 7, 9, 11]  # what the decoder stamps on its frames, in display order
+    times = FrameTimes()
+    out = []
+    for i, pts in enumerate(packets):
+        times.add_packet(pts, size=100)
+        if i >= 1:  # a decoder one frame behind, as with B-frames
+            out.append(times.next(frames[i - 1]))
+    out.append(times.next(frames[-1]))
+    assert out == list(range(1, 11))
+
+
+def test_frame_times_skip_empty_packets_and_stay_increasing():
+    times = FrameTimes()
+    for pts, size in ((0, 9), (11, 0), (17, 9)):  # tree.avi: an empty packet repeats the frame before it
+        times.add_packet(pts, size)
+    assert [times.next(None), times.next(None)] == [0, 17]
+    assert [times.next(17), times.next(None)] == [18, 19]  # no packet times left: the frame's, kept rising
+
+
+def test_avi_with_b_frames_in_mkv_out_keeps_every_frame_time(tmp_path):
+    clip = tmp_path / "clip.avi"
+    write_clip(clip, "mpeg4", {"bf": "2", "qscale": "2"}, None)
+    out = tmp_path / "clip.mkv"
+    net, _ = load_style(SHIPPED)
+    written = stylize_video(stylizer(net, torch.device("cpu"), None), clip, out, batch=2)
+    assert written == {"width": WIDTH, "height": HEIGHT, "frames": FRAMES, "declared_frames": FRAMES, "audio": "none"}
+    times_in, _ = frames_of(clip)
+    times_out, _ = frames_of(out)
+    assert times_out == pytest.approx(times_in, abs=1e-3)
+
+
+def test_audio_a_container_cannot_hold_is_left_out_and_said(tmp_path, clip):
+    net, _ = load_style(SHIPPED)
+    out = tmp_path / "clip.webm"
+    written = stylize_video(stylizer(net, torch.device("cpu"), None), clip, out, size=32)
+    assert written["audio"] == "aac left out: .webm cannot hold it"
+    assert (written["width"], written["height"]) == (32, 24)
+    with av.open(str(out)) as c:
+        assert not c.streams.audio and c.streams.video[0].codec_context.name == "vp9"
+        assert c.streams.video[0].average_rate == Fraction(12)
+
+
+def test_odd_sizes_round_down_to_even(tmp_path, clip):
+    net, _ = load_style(SHIPPED)
+    written = stylize_video(stylizer(net, torch.device("cpu"), None), clip, tmp_path / "o.mp4", size=35)
+    assert (written["width"], written["height"]) == (34, 26)  # 35x26.25 -> 35x26 -> even
+
+
+def test_a_cut_off_video_stylizes_the_frames_that_decode(tmp_path):
+    clip = tmp_path / "clip.ts"  # MPEG-TS has no index: a cut-off file still opens, as a damaged download would
+    write_clip(clip, "libx264", {"crf": "10"}, None)
+    cut = tmp_path / "cut.ts"
+    cut.write_bytes(clip.read_bytes()[: clip.stat().st_size * 2 // 3])
+    result = run("stylize.py", "--ckpt", str(SHIPPED), str(cut), "-o", str(tmp_path / "cut.mp4"), "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert 0 < len(frames_of(tmp_path / "cut.mp4")[0]) < FRAMES
+
+
+def test_video_bad_inputs(tmp_path, clip):
+    ckpt = ["--ckpt", str(SHIPPED), "--device", "cpu"]
+    fake = tmp_path / "fake.mp4"
+    fake.write_text("not a video")
+    assert_user_error(run("stylize.py", *ckpt, str(fake), "-o", str(tmp_path / "o.mp4")), "fake.mp4",
+                      "not a readable video")
+    assert_user_error(run("stylize.py", *ckpt, str(clip), "-o", str(tmp_path / "o.png")), "o.png", "video suffix")
+    assert_user_error(run("stylize.py", *ckpt, str(clip), "-o", str(tmp_path / "o.mp4"), "--batch", "0"), "--batch")
+    existing = tmp_path / "kept.mp4"
+    existing.write_bytes(b"precious")
+    assert_user_error(run("stylize.py", *ckpt, str(clip), "-o", str(existing)), "exists", "--overwrite")
+    assert existing.read_bytes() == b"precious"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left behind
