@@ -152,3 +152,26 @@ def test_video_bad_inputs(tmp_path, clip):
     assert_user_error(run("stylize.py", *ckpt, str(clip), "-o", str(existing)), "exists", "--overwrite")
     assert existing.read_bytes() == b"precious"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left behind
+
+
+def test_without_pyav_images_still_work_and_a_video_says_what_to_install(tmp_path, clip, photo):
+    """stylize.py imports PyAV only for a video: on a machine without it, images run and a video gets one line."""
+    hide_av = "import sys; sys.modules['av'] = None; from impasto.stylize import main; main(sys.argv[1:])"
+    ckpt = ["--ckpt", str(SHIPPED), "--device", "cpu"]
+    result = run("-c", hide_av, *ckpt, str(photo), "-o", str(tmp_path / "photo_out.png"))
+    assert result.returncode == 0 and (tmp_path / "photo_out.png").exists(), result.stderr[-2000:]
+    assert_user_error(run("-c", hide_av, *ckpt, str(clip), "-o", str(tmp_path / "o.mp4")), "pip install av")
+
+
+def test_a_folder_of_photos_and_videos_is_stylized_into_out_dir(tmp_path, clip, photo):
+    result = run("stylize.py", "--ckpt", str(SHIPPED), str(tmp_path), "--out-dir", str(tmp_path / "styled"),
+                 "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "1 image(s), 1 video(s)" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "styled").iterdir()) == ["clip.mp4", "photo.png"]
+    # compare.py scores photos only: a folder holding just a video is an error there, not a crash
+    only_video = tmp_path / "videos"
+    only_video.mkdir()
+    clip.rename(only_video / clip.name)
+    assert_user_error(run("scripts/compare.py", "--ckpt", str(SHIPPED), str(only_video), "--device", "cpu"),
+                      "videos", "holds none of", ".jpg")

@@ -126,7 +126,8 @@ def run(cfg: DictConfig, log_dir: Path | None = None) -> dict:
     timings["finish_s"] = time.perf_counter() - started - sum(timings.values())  # fp32 evaluation, the PNG
     metrics = {"output": str(out), "final_loss": terms, "steps": cfg.steps, "scales": scales,
                "optimizer": cfg.optim.name, "precision": "bf16" if dtype else "fp32", "device": str(device),
-               "seconds_in_run": round(sum(timings.values()), 3), "timings": {k: round(v, 3) for k, v in timings.items()}}
+               "seconds_in_run": round(sum(timings.values()), 3),
+               "timings": {k: round(v, 3) for k, v in timings.items()}}
     if cfg.metrics:
         Path(cfg.metrics).expanduser().write_text(json.dumps(metrics, indent=1))
     log.info("wrote %s: total loss %.4g (content %.4g, style %.4g, tv %.4g)", out, terms["total"],

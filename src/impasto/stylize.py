@@ -40,15 +40,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def collect_inputs(inputs: list[str]) -> list[Path]:
+def collect_inputs(inputs: list[str], suffixes: set[str] = MEDIA_SUFFIXES) -> list[Path]:
+    """The files named, and in each folder named every file with one of `suffixes`, recursively."""
     paths: list[Path] = []
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            found = list_images(path, MEDIA_SUFFIXES)
+            found = list_images(path, suffixes)
             if not found:
-                raise UserError(f"input folder {path} holds no images or videos "
-                                f"({', '.join(sorted(MEDIA_SUFFIXES))})")
+                raise UserError(f"input folder {path} holds none of {', '.join(sorted(suffixes))}")
             paths += found
         elif path.exists():
             paths.append(path)
@@ -122,8 +122,9 @@ def main(argv: list[str] | None = None) -> None:
             if is_video(src):
                 v = stylize_video(forward, src, dst, args.size, args.scale, args.batch)
                 seconds = time.perf_counter() - start
-                short = v["declared_frames"] > v["frames"]  # a truncated or damaged file: FFmpeg stops early
-                count = f"{v['frames']} of the {v['declared_frames']} frames it declares" if short else f"{v['frames']} frames"
+                count = f"{v['frames']} frames"
+                if v["declared_frames"] > v["frames"]:  # a truncated or damaged file: FFmpeg stops early
+                    count = f"{v['frames']} of the {v['declared_frames']} frames it declares"
                 print(f"{src} -> {dst} ({v['width']}x{v['height']}, {count}, {seconds:.1f} s, "
                       f"{v['frames'] / seconds:.1f} frames/s, audio {v['audio']})", file=sys.stderr)
             else:

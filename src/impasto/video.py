@@ -41,8 +41,9 @@ def check_output(dst: Path) -> None:
 def _import_av():
     try:
         import av
-    except ImportError:
-        raise UserError("stylizing video needs PyAV: pip install av") from None
+        import numpy  # noqa: F401  PyAV hands frames over as numpy arrays
+    except ImportError as e:
+        raise UserError(f"stylizing video needs PyAV and NumPy ({e.name} is missing): pip install av numpy") from None
     return av
 
 
