@@ -123,6 +123,33 @@ def test_audio_a_container_cannot_hold_is_left_out_and_said(tmp_path, clip):
         assert c.streams.video[0].average_rate == Fraction(12)
 
 
+@pytest.mark.parametrize("degrees, corner", [(90, "bottom-left"), (-90, "top-right"), (180, "bottom-right")])
+def test_a_sideways_phone_video_comes_out_upright(tmp_path, degrees, corner):
+    """Stored 64x32 with a white block top-left and a display rotation (counter-clockwise degrees): the output is
+    upright and the block sits where ffmpeg 9's autorotate puts it (checked once by hand with its CLI)."""
+    clip = tmp_path / "phone.mp4"
+    with av.open(str(clip), "w") as out:
+        video = out.add_stream("libx264", rate=12, options={"crf": "0"})
+        video.width, video.height, video.pix_fmt = 64, 32, "yuv420p"
+        video.set_display_rotation(degrees)
+        coded = np.zeros((32, 64, 3), np.uint8)
+        coded[:8, :16] = 255
+        for _ in range(3):
+            out.mux(video.encode(av.VideoFrame.from_ndarray(coded, format="rgb24")))
+        out.mux(video.encode(None))
+    written = stylize_video(lambda x: x, clip, tmp_path / "upright.mp4", size=32)  # the identity, as a network
+    turned = degrees != 180
+    assert (written["width"], written["height"]) == ((16, 32) if turned else (32, 16))
+    with av.open(str(tmp_path / "upright.mp4")) as c:
+        frame = next(c.decode(video=0))
+        assert frame.rotation == 0
+        luma = torch.from_numpy(frame.to_ndarray(format="rgb24")).float().mean(-1)
+    h, w = luma.shape
+    rows = slice(h - h // 4, h) if corner.startswith("bottom") else slice(0, h // 4)
+    cols = slice(0, w // 4) if corner.endswith("left") else slice(w - w // 4, w)
+    assert luma[rows, cols].mean() > 200 and luma.mean() < 60, luma
+
+
 def test_odd_sizes_round_down_to_even(tmp_path, clip):
     net, _ = load_style(SHIPPED)
     written = stylize_video(stylizer(net, torch.device("cpu"), None), clip, tmp_path / "o.mp4", size=35)

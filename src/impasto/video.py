@@ -59,6 +59,18 @@ def _open_input(av, src: Path):
     return container
 
 
+def _quarter_turns(av, src: Path) -> int:
+    """Counter-clockwise quarter turns that stand the coded frames upright: phone videos are stored sideways with a
+    display rotation, which FFmpeg puts on each decoded frame. The convention is ffmpeg's own autorotate's."""
+    try:
+        with av.open(str(src)) as probe:
+            for frame in probe.decode(video=0):
+                return round(frame.rotation / 90) % 4
+    except av.FFmpegError:
+        pass  # a first frame that does not decode: the stylizing pass says so
+    return 0
+
+
 def _audio_fits(av, audio_in, muxer: str) -> bool:
     """Whether the input's audio can be copied as is into `muxer` (WebM, say, takes only Opus and Vorbis)."""
     try:
@@ -98,12 +110,13 @@ class FrameTimes:
         return pts
 
 
-def _to_batch(frames: list, width: int, height: int) -> torch.Tensor:
-    """Decoded frames -> (N, 3, H, W) float in [0, 1], resized as images are (Lanczos)."""
+def _to_batch(frames: list, width: int, height: int, turns: int) -> torch.Tensor:
+    """Decoded frames -> (N, 3, H, W) float in [0, 1]: resized as images are (Lanczos), then turned upright."""
     import numpy as np
 
     rgb = [f.to_ndarray(width=width, height=height, format="rgb24", interpolation="LANCZOS") for f in frames]
-    return torch.from_numpy(np.stack(rgb)).permute(0, 3, 1, 2).float().div(255)
+    batch = torch.from_numpy(np.stack(rgb)).permute(0, 3, 1, 2).float().div(255)
+    return torch.rot90(batch, turns, dims=(2, 3)).contiguous() if turns else batch
 
 
 def _to_rgb24(batch: torch.Tensor):
@@ -116,7 +129,8 @@ def stylize_video(forward: Callable[[torch.Tensor], torch.Tensor], src: Path, ds
     """Stylize every frame of `src` into `dst` (written atomically) and return what was written.
 
     Each frame keeps its timestamp, so variable frame rates survive; the audio track is copied packet for packet
-    when the output container takes its codec, and left out (said in the result) when it does not.
+    when the output container takes its codec, and left out (said in the result) when it does not. A video stored
+    sideways with a display rotation is stylized and written upright, so the strokes follow the picture.
     """
     av = _import_av()
     muxer, codec, options = CONTAINERS[dst.suffix.lower()]
@@ -128,8 +142,11 @@ def stylize_video(forward: Callable[[torch.Tensor], torch.Tensor], src: Path, ds
         video_in.thread_type = "AUTO"  # decode on several threads
         audio_in = source.streams.audio[0] if source.streams.audio else None
         copy_audio = audio_in is not None and _audio_fits(av, audio_in, muxer)
-        width, height = long_side_size(video_in.codec_context.width, video_in.codec_context.height, size, scale)
+        turns = _quarter_turns(av, src)
+        coded = video_in.codec_context.width, video_in.codec_context.height
+        width, height = long_side_size(*(coded[::-1] if turns % 2 else coded), size, scale)  # as displayed
         width, height = max(2, width - width % 2), max(2, height - height % 2)  # 4:2:0 chroma needs even sizes
+        decode_size = (height, width) if turns % 2 else (width, height)  # frames are resized before they turn
         written, declared = 0, video_in.frames
 
         def transcode(tmp: str) -> None:
@@ -147,7 +164,8 @@ def stylize_video(forward: Callable[[torch.Tensor], torch.Tensor], src: Path, ds
 
                 def encode_pending() -> None:
                     nonlocal written
-                    for original, rgb in zip(pending, _to_rgb24(forward(_to_batch(pending, width, height)))):
+                    stylized = forward(_to_batch(pending, *decode_size, turns))
+                    for original, rgb in zip(pending, _to_rgb24(stylized)):
                         frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
                         frame.pts, frame.time_base = times.next(original.pts), time_base
                         output.mux(video_out.encode(frame))
