@@ -110,10 +110,22 @@ class FrameTimes:
         return pts
 
 
+# Output colour: BT.709, limited range, converted so and tagged so. Untagged video is read as BT.601 or BT.709
+# depending on the player and the size, which shifts saturated colours.
+BT709 = {"format": "yuv420p", "dst_colorspace": "ITU709", "dst_color_range": "MPEG", "dst_color_trc": 1,
+         "dst_color_primaries": 1}
+
+
+def tag_bt709(codec_context) -> None:
+    codec_context.colorspace = codec_context.color_primaries = codec_context.color_trc = 1  # BT.709
+    codec_context.color_range = 1  # limited ("MPEG")
+
+
 def _to_batch(frames: list, width: int, height: int, turns: int) -> torch.Tensor:
     """Decoded frames -> (N, 3, H, W) float in [0, 1]: resized as images are (Lanczos), then turned upright."""
     import numpy as np
 
+    # PyAV reads each frame with its own matrix and range (full-range phone video, BT.709 HD, …)
     rgb = [f.to_ndarray(width=width, height=height, format="rgb24", interpolation="LANCZOS") for f in frames]
     batch = torch.from_numpy(np.stack(rgb)).permute(0, 3, 1, 2).float().div(255)
     return torch.rot90(batch, turns, dims=(2, 3)).contiguous() if turns else batch
@@ -158,6 +170,7 @@ def stylize_video(forward: Callable[[torch.Tensor], torch.Tensor], src: Path, ds
                 rate = video_in.average_rate or video_in.guessed_rate or Fraction(25)
                 video_out = output.add_stream(codec, rate=rate, options=options)
                 video_out.width, video_out.height, video_out.pix_fmt = width, height, "yuv420p"
+                tag_bt709(video_out.codec_context)
                 time_base = video_out.codec_context.time_base = video_in.time_base or 1 / rate
                 audio_out = output.add_stream_from_template(audio_in) if copy_audio else None
                 times, pending = FrameTimes(), []
@@ -166,7 +179,7 @@ def stylize_video(forward: Callable[[torch.Tensor], torch.Tensor], src: Path, ds
                     nonlocal written
                     stylized = forward(_to_batch(pending, *decode_size, turns))
                     for original, rgb in zip(pending, _to_rgb24(stylized)):
-                        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(**BT709)
                         frame.pts, frame.time_base = times.next(original.pts), time_base
                         output.mux(video_out.encode(frame))
                     written += len(pending)
