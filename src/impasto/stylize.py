@@ -123,11 +123,11 @@ def main(argv: list[str] | None = None) -> None:
             if is_video(src):
                 v = stylize_video(forward, src, dst, args.size, args.scale, args.batch)
                 seconds = time.perf_counter() - start
-                count = f"{v['frames']} frames"
-                if v["declared_frames"] > v["frames"]:  # a truncated or damaged file: FFmpeg stops early
-                    count = f"{v['frames']} of the {v['declared_frames']} frames it declares"
-                print(f"{src} -> {dst} ({v['width']}x{v['height']}, {count}, {seconds:.1f} s, "
+                print(f"{src} -> {dst} ({v['width']}x{v['height']}, {v['frames']} frames, {seconds:.1f} s, "
                       f"{v['frames'] / seconds:.1f} frames/s, audio {v['audio']})", file=sys.stderr)
+                if v["declared_seconds"] and v["seconds"] < 0.9 * v["declared_seconds"]:  # FFmpeg stops quietly
+                    print(f"warning: {src} declares {v['declared_seconds']:.1f} s but its frames stop at "
+                          f"{v['seconds']:.1f} s: a cut-off or damaged file?", file=sys.stderr)
             else:
                 w, h = stylize_file(forward, src, dst, args.size, args.scale)
                 print(f"{src} -> {dst} ({w}x{h}, {time.perf_counter() - start:.2f} s)", file=sys.stderr)

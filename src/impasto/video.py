@@ -159,7 +159,9 @@ def stylize_video(forward: Callable[[torch.Tensor], torch.Tensor], src: Path, ds
         width, height = long_side_size(*(coded[::-1] if turns % 2 else coded), size, scale)  # as displayed
         width, height = max(2, width - width % 2), max(2, height - height % 2)  # 4:2:0 chroma needs even sizes
         decode_size = (height, width) if turns % 2 else (width, height)  # frames are resized before they turn
-        written, declared = 0, video_in.frames
+        rate = video_in.average_rate or video_in.guessed_rate or Fraction(25)
+        time_base = video_in.time_base or 1 / rate
+        times, written = FrameTimes(), 0
 
         def transcode(tmp: str) -> None:
             nonlocal written
@@ -167,13 +169,12 @@ def stylize_video(forward: Callable[[torch.Tensor], torch.Tensor], src: Path, ds
 
             with av.open(tmp, "w", format=muxer) as output, \
                     tqdm(total=video_in.frames or None, desc=src.name, unit="frame", disable=None) as bar:
-                rate = video_in.average_rate or video_in.guessed_rate or Fraction(25)
                 video_out = output.add_stream(codec, rate=rate, options=options)
                 video_out.width, video_out.height, video_out.pix_fmt = width, height, "yuv420p"
                 tag_bt709(video_out.codec_context)
-                time_base = video_out.codec_context.time_base = video_in.time_base or 1 / rate
+                video_out.codec_context.time_base = time_base
                 audio_out = output.add_stream_from_template(audio_in) if copy_audio else None
-                times, pending = FrameTimes(), []
+                pending = []
 
                 def encode_pending() -> None:
                     nonlocal written
@@ -207,5 +208,10 @@ def stylize_video(forward: Callable[[torch.Tensor], torch.Tensor], src: Path, ds
             raise UserError(f"video {src} -> {dst} failed in FFmpeg after {written} frames: {e}") from None
     audio = "copied" if copy_audio else ("none" if audio_in is None else f"{audio_in.codec_context.name} left out: "
                                          f"{dst.suffix} cannot hold it")
-    # the container's own frame count (0 where it keeps none): more than were written means a damaged file
-    return {"width": width, "height": height, "frames": written, "declared_frames": declared, "audio": audio}
+    # The length the file declares, against the last frame written: far short means a cut-off or damaged file.
+    # A cut AVI keeps its header's frame count (a count of time slots, frames or not) while FFmpeg shortens its
+    # duration to what is there, so both are asked.
+    declared = max(float(video_in.duration * video_in.time_base) if video_in.duration else 0.0,
+                   float(video_in.frames / video_in.average_rate) if video_in.frames and video_in.average_rate else 0.0)
+    return {"width": width, "height": height, "frames": written, "audio": audio,
+            "seconds": round(float(times.last * time_base), 3), "declared_seconds": round(declared, 3)}
