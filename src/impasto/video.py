@@ -116,7 +116,7 @@ BT709 = {"format": "yuv420p", "dst_colorspace": "ITU709", "dst_color_range": "MP
          "dst_color_primaries": 1}
 
 
-def tag_bt709(codec_context) -> None:
+def _tag_bt709(codec_context) -> None:
     codec_context.colorspace = codec_context.color_primaries = codec_context.color_trc = 1  # BT.709
     codec_context.color_range = 1  # limited ("MPEG")
 
@@ -171,7 +171,7 @@ def stylize_video(forward: Callable[[torch.Tensor], torch.Tensor], src: Path, ds
                     tqdm(total=video_in.frames or None, desc=src.name, unit="frame", disable=None) as bar:
                 video_out = output.add_stream(codec, rate=rate, options=options)
                 video_out.width, video_out.height, video_out.pix_fmt = width, height, "yuv420p"
-                tag_bt709(video_out.codec_context)
+                _tag_bt709(video_out.codec_context)
                 video_out.codec_context.time_base = time_base
                 audio_out = output.add_stream_from_template(audio_in) if copy_audio else None
                 pending = []
@@ -206,12 +206,13 @@ def stylize_video(forward: Callable[[torch.Tensor], torch.Tensor], src: Path, ds
             write_atomic(dst, transcode)
         except av.FFmpegError as e:
             raise UserError(f"video {src} -> {dst} failed in FFmpeg after {written} frames: {e}") from None
-    audio = "copied" if copy_audio else ("none" if audio_in is None else f"{audio_in.codec_context.name} left out: "
-                                         f"{dst.suffix} cannot hold it")
-    # The length the file declares, against the last frame written: far short means a cut-off or damaged file.
-    # A cut AVI keeps its header's frame count (a count of time slots, frames or not) while FFmpeg shortens its
-    # duration to what is there, so both are asked.
-    declared = max(float(video_in.duration * video_in.time_base) if video_in.duration else 0.0,
-                   float(video_in.frames / video_in.average_rate) if video_in.frames and video_in.average_rate else 0.0)
+        # What the input's streams say is read while the input is open: its streams go with it.
+        audio = "copied" if copy_audio else ("none" if audio_in is None else
+                                             f"{audio_in.codec_context.name} left out: {dst.suffix} cannot hold it")
+        # The length the file declares, against the last frame written: far short means a cut-off or damaged file.
+        # A cut AVI keeps its header's frame count (a count of time slots, frames or not) while FFmpeg shortens its
+        # duration to what is there, so both are asked.
+        declared = max(float(video_in.duration * video_in.time_base) if video_in.duration else 0.0,
+                       float(video_in.frames / rate) if video_in.frames else 0.0)
     return {"width": width, "height": height, "frames": written, "audio": audio,
             "seconds": round(float(times.last * time_base), 3), "declared_seconds": round(declared, 3)}
