@@ -1,8 +1,11 @@
 """The slow Gatys method: optimizers, inits, reconstructions and colour preservation, at tiny sizes on the CPU."""
 
+import copy
+
 import pytest
 import torch
 
+from impasto.errors import UserError
 from impasto.gatys import DeviceLBFGS, evaluate, initial_image, optimize
 from impasto.images import preserve_color
 from impasto.losses import PerceptualLoss
@@ -85,6 +88,27 @@ def test_device_lbfgs_solves_a_quadratic():
     for _ in range(60):
         opt.step(h @ x)
     assert x.norm() < 1e-3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU: run this file on one")
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_cuda_graph_replays_the_eager_steps(loss, content, optimizer):
+    """The captured step, replayed, takes the same steps as the eager loop and refreshes the terms it hands out."""
+    loss, content = copy.deepcopy(loss).cuda(), content.cuda()
+    runs = {}
+    for graphed in (False, True):
+        totals = []
+        image = optimize(loss, content, content, 12, optimizer, cuda_graph=graphed,
+                         on_step=lambda step, terms, image: totals.append(float(terms["total"])))
+        runs[graphed] = image, totals
+    torch.testing.assert_close(runs[True][0], runs[False][0], rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(runs[True][1], runs[False][1], rtol=1e-3, atol=0.0)
+    assert runs[True][1][-1] < runs[True][1][3]  # the replays (steps 4 on) moved the loss
+
+
+def test_cuda_graph_needs_a_cuda_device(loss, content):
+    with pytest.raises(UserError, match="CUDA graphs need a CUDA device"):
+        optimize(loss, content, content, 2, cuda_graph=True)
 
 
 def test_content_reconstruction_converges_toward_the_content_features(content):

@@ -46,6 +46,8 @@ def test_optimize_bad_inputs(tmp_path, photo):
     assert_user_error(run("scripts/optimize.py", f"content={photo}", *base,
                           f"style.image=[{photo},{photo}]", "style.blend=[1.0]"), "style.blend", "2 style images")
     assert_user_error(run("scripts/optimize.py", f"content={photo}", *base, "reconstruct=content"), "init=noise")
+    assert_user_error(run("scripts/optimize.py", f"content={photo}", *base, "device=cpu", "cuda_graph=true"),
+                      "CUDA graphs need a CUDA device")
 
 
 def test_compare_table_has_its_rows_and_columns(tmp_path, photo, tiny_ckpt):

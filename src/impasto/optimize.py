@@ -70,11 +70,11 @@ def run(cfg: DictConfig, log_dir: Path | None = None) -> dict:
 
     torch.manual_seed(cfg.seed)
     loss = build_perceptual_loss(loss_config_for(cfg)).to(device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # one image size for the whole loop: autotune the convolutions once
-        if dtype is not None:
-            loss.network.to(memory_format=torch.channels_last)
+    if device.type == "cuda" and dtype is not None:
+        loss.network.to(memory_format=torch.channels_last)
     loss.set_style([s.to(device) for s in styles], blend)  # style Grams once, for every scale and step
+    if device.type == "cuda":  # after the style's one pass: autotune only the shapes that the loop repeats
+        torch.backends.cudnn.benchmark = True
 
     sync(device)
     timings = {"setup_s": time.perf_counter() - started}  # device start, VGG weights, style Grams
@@ -108,7 +108,8 @@ def run(cfg: DictConfig, log_dir: Path | None = None) -> dict:
                         writer.add_scalar(f"loss/{name}", value, done + step)
                     writer.add_image("image", current.detach()[0].clamp(0, 1).float().cpu(), done + step)
 
-        image = optimize(loss, content, start, cfg.steps, cfg.optim.name, cfg.optim.lr, dtype, on_step)
+        image = optimize(loss, content, start, cfg.steps, cfg.optim.name, cfg.optim.lr, dtype, on_step,
+                         cfg.cuda_graph)
         done += cfg.steps
     bar.close()
     sync(device)
@@ -126,6 +127,7 @@ def run(cfg: DictConfig, log_dir: Path | None = None) -> dict:
     timings["finish_s"] = time.perf_counter() - started - sum(timings.values())  # fp32 evaluation, the PNG
     metrics = {"output": str(out), "final_loss": terms, "steps": cfg.steps, "scales": scales,
                "optimizer": cfg.optim.name, "precision": "bf16" if dtype else "fp32", "device": str(device),
+               "cuda_graph": bool(cfg.cuda_graph),
                "seconds_in_run": round(sum(timings.values()), 3),
                "timings": {k: round(v, 3) for k, v in timings.items()}}
     if cfg.metrics:
