@@ -1,8 +1,8 @@
-"""stylize.py's forward pass: the bf16 fast path against fp32, on the shipped (real, trained) style."""
+"""stylize.py's forward pass on the shipped (real, trained) style: bf16 against fp32, colour preservation."""
 
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, run
 from impasto import ASSETS
 from impasto.checkpoint import load_style
 from impasto.images import load_image, resize_long_side, to_tensor
@@ -28,3 +28,28 @@ def test_auto_precision_is_fp32_on_cuda_and_follows_the_request_otherwise():
     assert autocast_dtype("auto", cuda) is None
     assert autocast_dtype("bf16", cuda) is torch.bfloat16
     assert autocast_dtype("fp32", torch.device("cpu")) is None
+
+
+def test_preserve_color_keeps_the_photos_colours_and_the_styles_strokes(tmp_path):
+    """--preserve-color, as a user runs it: the output's chroma is the photo's, its luminance the stylization's."""
+    photo = ASSETS / "preview" / "chelsea.jpg"
+    outputs = {}
+    for flag in ([], ["--preserve-color"]):
+        out = tmp_path / f"out{len(flag)}.png"
+        result = run("stylize.py", "--ckpt", str(ROOT / "checkpoints" / "starry_night.safetensors"), str(photo),
+                     "--size", "96", "-o", str(out), "--precision", "fp32", *flag)
+        assert result.returncode == 0, result.stderr[-2000:]
+        outputs[bool(flag)] = to_tensor(load_image(out, "output")).unsqueeze(0)
+    content = to_tensor(resize_long_side(load_image(photo, "photo"), 96)).unsqueeze(0)
+
+    def luma(x):
+        return (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+    def chroma(x):
+        return x - luma(x)
+
+    kept, styled = outputs[True], outputs[False]
+    assert (chroma(kept) - chroma(content)).abs().mean() * 255 < 3  # the photo's colours (clipping aside)
+    assert (chroma(styled) - chroma(content)).abs().mean() * 255 > 15  # which plain Starry Night replaces
+    assert (luma(kept) - luma(styled)).abs().mean() * 255 < 3  # the same strokes
+    assert (luma(kept) - luma(content)).abs().mean() * 255 > 15
