@@ -61,7 +61,7 @@ class DeviceLBFGS:
         self.prev_grad = param.new_zeros(n, dtype=torch.float32)
         self.prev_step = param.new_zeros(n, dtype=torch.float32)
 
-    def _inverse_hessian_times(self, g: torch.Tensor) -> torch.Tensor:
+    def _store_pair_and_direction(self, g: torch.Tensor) -> torch.Tensor:
         """Store the newest pair (s, y) in the oldest slot, or zeros there if yᵀs is too small for a
         positive-definite update; then H·g from the updated history."""
         m = self.m
@@ -97,7 +97,7 @@ class DeviceLBFGS:
     def step(self, grad: torch.Tensor) -> None:
         g = grad.reshape(-1).float()
         if self.started:
-            step = -self.lr * self._inverse_hessian_times(g)
+            step = -self.lr * self._store_pair_and_direction(g)
         else:
             step = -g * (self.lr * (1.0 / g.abs().sum()).clamp(max=1.0))
             self.started = True
