@@ -61,3 +61,20 @@ def test_unknown_precision(tmp_path, photo, tiny_ckpt):
     assert_user_error(run("stylize.py", "--ckpt", str(tiny_ckpt), str(photo), "-o", str(tmp_path / "o.png"),
                           "--precision", "fp8"), "fp8", "auto, fp32 or bf16")
     assert not (tmp_path / "o.png").exists()
+
+
+def test_a_size_that_cannot_fit_in_memory_is_refused_up_front(tmp_path, photo, tiny_ckpt):
+    """Not left to the OS, which kills the process without a word once it runs out (an OOM kill, exit 137)."""
+    out = tmp_path / "huge.png"
+    result = run("stylize.py", "--ckpt", str(tiny_ckpt), str(photo), "-o", str(out), "--size", "1000000")
+    assert_user_error(result, "photo.png", "1000000x", "GiB of cpu memory", "pass --size")
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    suggested = int(result.stderr.split("pass --size ")[1].split()[0])
+    assert 0 < suggested < 1000000
+
+
+def test_free_memory_is_known_on_this_cpu():
+    from impasto.runtime import free_memory
+
+    free = free_memory(torch.device("cpu"))
+    assert free is not None and 2**28 < free < 2**50  # between 256 MiB and a petabyte

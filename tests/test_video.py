@@ -204,6 +204,8 @@ def test_video_bad_inputs(tmp_path, clip):
                       "not a readable video")
     assert_user_error(run("stylize.py", *ckpt, str(clip), "-o", str(tmp_path / "o.png")), "o.png", "video suffix")
     assert_user_error(run("stylize.py", *ckpt, str(clip), "-o", str(tmp_path / "o.mp4"), "--batch", "0"), "--batch")
+    assert_user_error(run("stylize.py", *ckpt, str(clip), "-o", str(tmp_path / "o.mp4"), "--size", "1000000"),
+                      "frames at a time", "GiB of cpu memory", "--batch")
     existing = tmp_path / "kept.mp4"
     existing.write_bytes(b"precious")
     assert_user_error(run("stylize.py", *ckpt, str(clip), "-o", str(existing)), "exists", "--overwrite")

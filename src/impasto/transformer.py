@@ -72,10 +72,13 @@ class TransformerNet(nn.Module):
         if min(h, w) < self.MIN_SIZE:
             padded = F.pad(x, (0, max(0, self.MIN_SIZE - w), 0, max(0, self.MIN_SIZE - h)), mode="replicate")
             return self(padded)[..., :h, :w]
-        full = self.stem(x)
-        half = self.down1(full)
-        y = self.residuals(self.down2(half))
+        # Only the encoder's sizes are kept, not its activations: at full size those are the biggest tensors.
+        y = self.stem(x)
+        full = y.shape[-2:]
+        y = self.down1(y)
+        half = y.shape[-2:]
+        y = self.residuals(self.down2(y))
         # Upsample to the encoder's exact sizes so odd inputs come back at their own H×W.
-        y = self.up1(F.interpolate(y, size=half.shape[-2:], mode="nearest"))
-        y = self.up2(F.interpolate(y, size=full.shape[-2:], mode="nearest"))
+        y = self.up1(F.interpolate(y, size=half, mode="nearest"))
+        y = self.up2(F.interpolate(y, size=full, mode="nearest"))
         return self.head(y)

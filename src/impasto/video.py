@@ -137,12 +137,14 @@ def _to_rgb24(batch: torch.Tensor):
 
 
 def stylize_video(forward: Callable[[torch.Tensor], torch.Tensor], src: Path, dst: Path, size: int | None = None,
-                  scale: float | None = None, batch: int = 4) -> dict:
+                  scale: float | None = None, batch: int = 4,
+                  check: Callable[[int, int, int], None] | None = None) -> dict:
     """Stylize every frame of `src` into `dst` (written atomically) and return what was written.
 
     Each frame keeps its timestamp, so variable frame rates survive; the audio track is copied packet for packet
     when the output container takes its codec, and left out (said in the result) when it does not. A video stored
     sideways with a display rotation is stylized and written upright, so the strokes follow the picture.
+    `check(width, height, frames)` may refuse the output size before any frame is decoded.
     """
     av = _import_av()
     muxer, codec, options = CONTAINERS[dst.suffix.lower()]
@@ -158,6 +160,8 @@ def stylize_video(forward: Callable[[torch.Tensor], torch.Tensor], src: Path, ds
         coded = video_in.codec_context.width, video_in.codec_context.height
         width, height = long_side_size(*(coded[::-1] if turns % 2 else coded), size, scale)  # as displayed
         width, height = max(2, width - width % 2), max(2, height - height % 2)  # 4:2:0 chroma needs even sizes
+        if check is not None:
+            check(width, height, batch)
         decode_size = (height, width) if turns % 2 else (width, height)  # frames are resized before they turn
         rate = video_in.average_rate or video_in.guessed_rate or Fraction(25)
         time_base = video_in.time_base or 1 / rate
