@@ -8,9 +8,9 @@ from omegaconf import OmegaConf
 
 
 def data_cfg(**kw):
-    base = {"source": "folder", "root": None, "size": 32, "max_zoom": 1.5, "batch_size": 2, "num_workers": 0,
-            "preview_dir": None, "path": None, "name": None, "split": "train", "image_column": "image",
-            "streaming": False, "shuffle_buffer": 8}
+    base = {"source": "folder", "root": None, "size": 32, "max_zoom": 1.5, "embedded_max_zoom": 2.0, "batch_size": 2,
+            "num_workers": 0, "preview_dir": None, "path": None, "name": None, "split": "train",
+            "image_column": "image", "streaming": False, "shuffle_buffer": 8}
     return OmegaConf.create({**base, **kw})
 
 
@@ -33,6 +33,7 @@ def test_folder_is_recursive_and_crops_at_training_size(tmp_path):
 def test_auto_falls_back_to_embedded_photos(tmp_path):
     dataset, description = build_train_dataset(data_cfg(source="auto", root=str(tmp_path / "no_coco")))
     assert description.startswith("embedded") and len(dataset) == len(list(EMBEDDED_PHOTOS.glob("*.jpg")))
+    assert dataset.transform.max_zoom == 2.0  # zoomed as data=embedded zooms them, not as COCO would be
 
 
 def test_empty_or_missing_folders_and_coco_are_user_errors(tmp_path):

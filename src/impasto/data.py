@@ -158,6 +158,7 @@ def build_train_dataset(cfg) -> tuple[Dataset, str]:
                         "but generalises less. For a real run: scripts/download_coco.sh, or data=folder "
                         "data.root=PATH, or data=hf data.path=ID", root, len(list_images(EMBEDDED_PHOTOS)))
             source = "embedded"
+            crop = RandomScaleCrop(cfg.size, cfg.embedded_max_zoom)  # as data=embedded crops them
     if source == "embedded":
         paths = list_images(EMBEDDED_PHOTOS)
         return ImageFiles(paths, crop), f"embedded photos ({len(paths)} images, {EMBEDDED_PHOTOS})"
