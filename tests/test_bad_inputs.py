@@ -78,3 +78,18 @@ def test_free_memory_is_known_on_this_cpu():
 
     free = free_memory(torch.device("cpu"))
     assert free is not None and 2**28 < free < 2**50  # between 256 MiB and a petabyte
+
+
+def test_a_container_memory_limit_counts_as_the_free_memory(tmp_path):
+    from impasto.runtime import cgroup_headroom
+
+    (tmp_path / "memory.max").write_text("max\n")  # cgroup v2 without a limit
+    (tmp_path / "memory.current").write_text("1000\n")
+    assert cgroup_headroom(tmp_path) is None
+    (tmp_path / "memory.max").write_text("8000\n")
+    assert cgroup_headroom(tmp_path) == 7000
+    v1 = tmp_path / "v1" / "memory"
+    v1.mkdir(parents=True)
+    (v1 / "memory.limit_in_bytes").write_text("5000\n")
+    (v1 / "memory.usage_in_bytes").write_text("1500\n")
+    assert cgroup_headroom(tmp_path / "v1") == 3500
