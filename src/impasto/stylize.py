@@ -167,6 +167,6 @@ def main(argv: list[str] | None = None) -> None:
         for src, dst in zip(inputs, outputs):
             try:
                 stylize_one(forward, partial(check_memory, net, device, dtype, src), src, dst, args)
-            except torch.OutOfMemoryError:  # more than check_memory estimated: still one line, not a traceback
+            except torch.cuda.OutOfMemoryError:  # beyond check_memory's estimate: one line, not a traceback
                 raise UserError(f"{src}: out of {device.type} memory: pass a smaller --size"
                                 f"{' or --batch' if is_video(src) else ''}") from None
