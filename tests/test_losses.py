@@ -51,3 +51,17 @@ def test_style_blend_mixes_grams(random_loss):
     random_loss.set_style([a, b], [0.25, 0.75])
     ga, gb = (gram(random_loss.network(x)["relu1_1"]) for x in (a, b))
     torch.testing.assert_close(random_loss.target_gram("relu1_1"), 0.25 * ga + 0.75 * gb)
+
+
+def test_style_term_uses_the_energy_stored_with_the_targets(random_loss):
+    # The style loss's denominators are stored by set_style, not recomputed each step; they are not saved,
+    # so a checkpoint's keys stay the same.
+    style, other = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    random_loss.set_style([style])
+    feats = random_loss.network(other)
+    expected = sum(w * style_loss(gram(feats[n]), random_loss.target_gram(n))
+                   for n, w in random_loss.style_layers.items()) * random_loss.style_weight
+    torch.testing.assert_close(random_loss(other, random_loss.content_targets(other))["style"], expected)
+    random_loss.target_energy_relu1_1.mul_(2)  # the stored energy is what the forward pass divides by
+    assert random_loss(other, random_loss.content_targets(other))["style"] < expected
+    assert not any("energy" in k for k in random_loss.state_dict())

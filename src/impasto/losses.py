@@ -37,10 +37,17 @@ def content_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return (output.float() - target).square().mean() / target.square().mean().clamp_min(1e-12)
 
 
-def style_loss(output_gram: torch.Tensor, target_gram: torch.Tensor) -> torch.Tensor:
-    """Relative squared Frobenius distance per image, averaged over the batch; the target broadcasts."""
+def gram_energy(target_gram: torch.Tensor) -> torch.Tensor:
+    """‖G‖², style_loss's denominator: (B,) per target Gram, kept away from 0."""
+    return target_gram.float().square().sum(dim=(1, 2)).clamp_min(1e-12)
+
+
+def style_loss(output_gram: torch.Tensor, target_gram: torch.Tensor,
+               energy: torch.Tensor | None = None) -> torch.Tensor:
+    """Relative squared Frobenius distance per image, averaged over the batch; the target broadcasts.
+    `energy`: gram_energy(target_gram), when the caller has it already."""
     with _fp32(output_gram.device):
-        energy = target_gram.square().sum(dim=(1, 2)).clamp_min(1e-12)
+        energy = gram_energy(target_gram) if energy is None else energy
         return ((output_gram - target_gram).square().sum(dim=(1, 2)) / energy).mean()
 
 
@@ -64,6 +71,8 @@ class PerceptualLoss(nn.Module):
         self.tv_weight = float(tv_weight)
         for name in self.style_layers:
             self.register_buffer(f"target_gram_{name}", None)
+            # derived from the Gram, so not saved: computed once here instead of at every step
+            self.register_buffer(f"target_energy_{name}", None, persistent=False)
 
     def target_gram(self, name: str) -> torch.Tensor:
         return getattr(self, f"target_gram_{name}")
@@ -79,6 +88,7 @@ class PerceptualLoss(nn.Module):
                 grams[name] = grams.get(name, 0) + weight * gram(feats[name])
         for name, g in grams.items():
             setattr(self, f"target_gram_{name}", g)
+            setattr(self, f"target_energy_{name}", gram_energy(g))
 
     @torch.no_grad()
     def content_targets(self, content: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -93,7 +103,8 @@ class PerceptualLoss(nn.Module):
         if self.content_weight:  # a zero weight skips its term: style-only runs have no content target
             content = sum((w * content_loss(feats[n], content_targets[n]) for n, w in self.content_layers.items()), zero)
         if self.style_weight:
-            style = sum((w * style_loss(gram(feats[n]), self.target_gram(n)) for n, w in self.style_layers.items()), zero)
+            style = sum((w * style_loss(gram(feats[n]), self.target_gram(n), getattr(self, f"target_energy_{n}"))
+                         for n, w in self.style_layers.items()), zero)
         terms = {
             "content": self.content_weight * content,
             "style": self.style_weight * style,
