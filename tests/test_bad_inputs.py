@@ -93,3 +93,15 @@ def test_a_container_memory_limit_counts_as_the_free_memory(tmp_path):
     (v1 / "memory.limit_in_bytes").write_text("5000\n")
     (v1 / "memory.usage_in_bytes").write_text("1500\n")
     assert cgroup_headroom(tmp_path / "v1") == 3500
+
+
+def test_stability_settings_are_checked(tmp_path):
+    common = [f"paths.checkpoint_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'r'}"]
+    assert_user_error(run("train.py", "stability.noise=0", *common), "stability.noise")
+    assert_user_error(run("train.py", "stability.weight=-1", *common), "stability.weight")
+
+
+def test_init_from_a_network_of_another_shape(tmp_path, tiny_ckpt):
+    common = [f"paths.checkpoint_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'r'}"]
+    assert_user_error(run("train.py", f"init_from={tiny_ckpt}", *common), "init_from", "model.widths")
+    assert_user_error(run("train.py", f"init_from={tmp_path / 'none.safetensors'}", *common), "does not exist")

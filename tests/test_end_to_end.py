@@ -15,7 +15,8 @@ TINY = ["experiment=quickstart", "data.size=64", "data.batch_size=2", "data.num_
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("train")
-    result = run("train.py", *TINY, f"paths.checkpoint_dir={tmp / 'ck'}", f"hydra.run.dir={tmp / 'run'}")
+    result = run("train.py", *TINY, "stability.weight=0.5", f"paths.checkpoint_dir={tmp / 'ck'}",
+                 f"hydra.run.dir={tmp / 'run'}")
     assert result.returncode == 0, result.stderr[-3000:]
     return tmp, result
 
@@ -25,7 +26,8 @@ def test_logs_scalars_images_and_hparams(trained):
     events = EventAccumulator(str(tmp / "run" / "tb"), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
     scalars = set(events.Tags()["scalars"])
-    assert {"loss/content", "loss/style", "loss/tv", "loss/total", "perf/images_per_s", "grad_norm"} <= scalars, scalars
+    assert {"loss/content", "loss/style", "loss/tv", "loss/stability", "loss/total", "perf/images_per_s",
+            "grad_norm"} <= scalars, scalars
     assert any(tag.startswith("lr") for tag in scalars), scalars
     assert all(torch.isfinite(torch.tensor(e.value)) for e in events.Scalars("loss/total"))
     images = events.Images("preview/content_and_stylized")
@@ -99,3 +101,18 @@ def test_ddp_two_processes_export_once(tmp_path):
     events = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"scalars": 0})
     events.Reload()
     assert "loss/total" in events.Tags()["scalars"]
+
+
+def test_init_from_starts_from_an_exported_style(trained, tmp_path):
+    from impasto.checkpoint import load_style, read_meta
+
+    tmp, _ = trained
+    source = tmp / "ck" / "starry_night.quickstart.safetensors"
+    # lr 0: the run's export must hold the source's weights exactly, which a fresh network would not
+    result = run("train.py", *TINY, "trainer.max_steps=1", "optim.lr=0", f"init_from={source}",
+                 f"paths.checkpoint_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    tuned = tmp_path / "starry_night.quickstart.safetensors"
+    for a, b in zip(load_style(source)[0].state_dict().values(), load_style(tuned)[0].state_dict().values()):
+        torch.testing.assert_close(a, b)
+    assert read_meta(tuned)["init_from"] == str(source)

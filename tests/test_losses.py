@@ -65,3 +65,15 @@ def test_style_term_uses_the_energy_stored_with_the_targets(random_loss):
     random_loss.target_energy_relu1_1.mul_(2)  # the stored energy is what the forward pass divides by
     assert random_loss(other, random_loss.content_targets(other))["style"] < expected
     assert not any("energy" in k for k in random_loss.state_dict())
+
+
+def test_stability_term_is_one_for_passing_noise_through_and_zero_for_ignoring_it():
+    from impasto.system import stability_loss
+
+    torch.manual_seed(0)
+    x, sigma = torch.rand(2, 3, 64, 64), 0.02
+    noisy = x + sigma * torch.randn_like(x)
+    assert abs(stability_loss(x, noisy, sigma) - 1.0) < 0.02  # the identity network passes the noise through
+    assert stability_loss(x.mean() * torch.ones_like(x), x.mean() * torch.ones_like(x), sigma) == 0
+    blurred = torch.nn.functional.avg_pool2d(noisy, 3, 1, 1)  # a 3x3 blur keeps ~1/9 of white noise's energy
+    assert 0.05 < stability_loss(torch.nn.functional.avg_pool2d(x, 3, 1, 1), blurred, sigma) < 0.2

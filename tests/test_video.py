@@ -234,3 +234,29 @@ def test_a_folder_of_photos_and_videos_is_stylized_into_out_dir(tmp_path, clip, 
     clip.rename(only_video / clip.name)
     assert_user_error(run("scripts/compare.py", "--ckpt", str(SHIPPED), str(only_video), "--device", "cpu"),
                       "videos", "holds none of", ".jpg")
+
+
+def test_flicker_is_zero_on_a_still_clip_and_counts_only_unmoved_pixels_as_static():
+    from impasto.flicker import flicker
+
+    net = load_style(SHIPPED)[0]
+    forward = stylizer(net, torch.device("cpu"), None)
+    still = 0.4 * torch.rand(1, 3, 32, 40).expand(5, -1, -1, -1).clone()  # below 0.4: inverted, it moves by 0.2+
+    assert flicker(forward, still) == {"input": 0.0, "output": 0.0, "output_static": 0.0, "static_fraction": 1.0}
+    moving = still.clone()
+    moving[1::2, :, :, :20] = 1 - moving[1::2, :, :, :20]  # the left half changes every frame, the right half never
+    result = flicker(forward, moving)
+    assert result["static_fraction"] == 0.5 and result["input"] > 50 and result["output"] > result["output_static"]
+
+
+def test_flicker_py_reports_every_style_on_every_video(tmp_path, clip, tiny_ckpt):
+    import json
+
+    result = run("scripts/flicker.py", str(clip), "--ckpt", str(SHIPPED), str(tiny_ckpt), "--size", "32",
+                 "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(result.stdout.strip().splitlines()[-1])["flicker"]
+    assert [(r["ckpt"], r["frames"]) for r in rows] == [(str(SHIPPED), FRAMES), (str(tiny_ckpt), FRAMES)]
+    assert all(r["input"] > 0 and r["output"] >= 0 for r in rows)
+    assert_user_error(run("scripts/flicker.py", str(tmp_path / "none.mp4"), "--ckpt", str(SHIPPED)), "does not exist")
+    assert_user_error(run("scripts/flicker.py", str(clip), "--ckpt", str(SHIPPED), "--frames", "1"), "--frames")

@@ -13,14 +13,23 @@ from .transformer import TransformerNet
 LOSS_NETWORK_PREFIX = "loss.network."
 
 
+def stability_loss(stylized: torch.Tensor, stylized_noisy: torch.Tensor, noise_std: float) -> torch.Tensor:
+    """How much input noise of std σ moves the output, as mean squared change / σ²: 1 for a network that passes
+    the noise through unchanged, 0 for one that ignores it. Frame-to-frame noise is what makes video flicker."""
+    with torch.autocast(stylized.device.type, enabled=False):
+        return (stylized_noisy.float() - stylized.float()).square().mean() / noise_std**2
+
+
 class StyleTransferSystem(pl.LightningModule):
     def __init__(self, transformer: TransformerNet, loss: PerceptualLoss, lr: float,
                  preview: torch.Tensor | None = None, preview_every_n_steps: int = 500,
-                 hparams: dict | None = None):
+                 hparams: dict | None = None, stability_weight: float = 0.0, stability_noise: float = 0.02):
         super().__init__()
         self.transformer = transformer
         self.loss = loss
         self.lr = lr
+        self.stability_weight = stability_weight
+        self.stability_noise = stability_noise
         self.preview_every_n_steps = preview_every_n_steps
         self.register_buffer("preview", preview, persistent=False)
         if hparams:
@@ -47,7 +56,13 @@ class StyleTransferSystem(pl.LightningModule):
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         batch = batch.contiguous(memory_format=self._layout)
-        terms = self.loss(self.transformer(batch), self.loss.content_targets(batch))
+        stylized = self.transformer(batch)
+        terms = self.loss(stylized, self.loss.content_targets(batch))
+        if self.stability_weight:  # a second pass of the (cheap) transformer on the same batch plus noise
+            noisy = batch + self.stability_noise * torch.randn_like(batch)
+            terms["stability"] = self.stability_weight * stability_loss(stylized, self.transformer(noisy),
+                                                                        self.stability_noise)
+            terms["total"] = terms["total"] + terms["stability"]
         self.log_dict({f"loss/{name}": value for name, value in terms.items()}, prog_bar=False)
         self.log("loss", terms["total"], prog_bar=True, logger=False)
         return terms["total"]

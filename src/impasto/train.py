@@ -42,8 +42,16 @@ def train(cfg: DictConfig) -> Path | None:
     if target.exists() and not cfg.export.overwrite:
         raise UserError(f"{target} exists and would be overwritten: pass export.overwrite=true to replace it, "
                         "or export.name=NAME to write another file")
+    if cfg.stability.weight < 0:
+        raise UserError(f"stability.weight must be 0 (off) or more, got {cfg.stability.weight}")
+    if cfg.stability.noise <= 0:
+        raise UserError(f"stability.noise must be positive (a std on RGB in [0, 1], e.g. 0.02), got "
+                        f"{cfg.stability.noise}")
     styles, blend = load_style_images(cfg.style)  # fail on a bad style image before anything heavy starts
     pl.seed_everything(cfg.seed, workers=True)
+    transformer = TransformerNet(TransformerConfig.from_dict(cfg.model))
+    if cfg.init_from:
+        load_weights_from_style(transformer, cfg.init_from)
 
     dataset, data_description = build_train_dataset(cfg.data)
     log.info("training data: %s", data_description)
@@ -51,14 +59,14 @@ def train(cfg: DictConfig) -> Path | None:
 
     loss = build_perceptual_loss(cfg.loss)
     loss.set_style(styles, blend)
-    transformer = TransformerNet(TransformerConfig.from_dict(cfg.model))
     if cfg.compile:  # in place (nn.Module.compile): state-dict keys, Lightning checkpoints and the export unchanged
         transformer.compile()
         loss.network.compile()
     preview = load_preview(cfg.data.preview_dir, cfg.data.size) if cfg.log.preview_every_n_steps else None
     hparams = OmegaConf.to_container(cfg, resolve=True)
     hparams["data_description"] = data_description
-    system = StyleTransferSystem(transformer, loss, cfg.optim.lr, preview, cfg.log.preview_every_n_steps, hparams)
+    system = StyleTransferSystem(transformer, loss, cfg.optim.lr, preview, cfg.log.preview_every_n_steps, hparams,
+                                 cfg.stability.weight, cfg.stability.noise)
 
     output_dir = Path(cfg.paths.output_dir)
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -86,6 +94,15 @@ def train(cfg: DictConfig) -> Path | None:
     return path
 
 
+def load_weights_from_style(transformer: TransformerNet, path: str) -> None:
+    """Start from an exported style's weights (fine-tuning); its network must be the one `model` builds."""
+    source, _ = checkpoint.load_style(path)
+    if source.config != transformer.config:
+        raise UserError(f"init_from {path} holds a network with {source.config.to_dict()}, but model builds "
+                        f"{transformer.config.to_dict()}: set model.widths and model.residual_blocks to match")
+    transformer.load_state_dict(source.state_dict())
+
+
 def style_meta(hparams: dict, steps: int) -> dict:
     """The export's metadata, from the run's resolved config (as saved in its hyperparameters)."""
     images = hparams["style"]["image"]
@@ -97,6 +114,7 @@ def style_meta(hparams: dict, steps: int) -> dict:
         "style_size": hparams["style"]["size"],
         "style_blend": [w / sum(blend) for w in blend],
         "steps": steps,
+        "init_from": hparams.get("init_from"),
         "loss": hparams["loss"],
         "loss_network": hparams["loss"]["network"]["weights"],
         "data": hparams["data_description"],

@@ -220,3 +220,19 @@ def stylize_video(forward: Callable[[torch.Tensor], torch.Tensor], src: Path, ds
                        float(video_in.frames / rate) if video_in.frames else 0.0)
     return {"width": width, "height": height, "frames": written, "audio": audio,
             "seconds": round(float(times.last * time_base), 3), "declared_seconds": round(declared, 3)}
+
+
+def read_frames(src: Path, size: int | None = None, limit: int | None = None) -> torch.Tensor:
+    """The first `limit` frames (all if None) of `src`, resized to long side `size`: (N, 3, H, W) in [0, 1]."""
+    av = _import_av()
+    with _open_input(av, src) as source:
+        video_in = source.streams.video[0]
+        width, height = long_side_size(video_in.codec_context.width, video_in.codec_context.height, size)
+        frames = []
+        for frame in source.decode(video_in):
+            frames.append(frame)
+            if len(frames) == limit:
+                break
+        if not frames:
+            raise UserError(f"input video {src} has no frame that decodes")
+        return _to_batch(frames, width, height, 0)
