@@ -26,12 +26,13 @@ def frame_changes(frames: torch.Tensor) -> torch.Tensor:
     return (frames[1:] - frames[:-1]).abs().mean(1)
 
 
-def flicker(forward, frames: torch.Tensor, batch: int = 8) -> dict[str, float]:
+def flicker(forward, frames: torch.Tensor, batch: int = 8) -> dict[str, float | None]:
+    """Frame-to-frame change of `frames` and of forward(frames), in 1/255 (output_static: None if nothing held still)."""
     stylized = torch.cat([forward(frames[i:i + batch]).clamp(0, 1).cpu() for i in range(0, len(frames), batch)])
     change_in, change_out = frame_changes(frames), frame_changes(stylized)
     static = change_in < STATIC
     return {"input": 255 * change_in.mean().item(), "output": 255 * change_out.mean().item(),
-            "output_static": 255 * change_out[static].mean().item() if static.any() else float("nan"),
+            "output_static": 255 * change_out[static].mean().item() if static.any() else None,
             "static_fraction": static.float().mean().item()}
 
 
@@ -53,9 +54,9 @@ def main(argv: list[str] | None = None) -> None:
         for ckpt in args.ckpt:
             forward = stylizer(load_style(ckpt, device)[0], device, None)
             for video, frames in clips.items():
-                rows.append({"ckpt": str(ckpt), "video": str(video), "frames": len(frames),
-                             **{k: round(v, 3) for k, v in flicker(forward, frames).items()}})
-                r = rows[-1]
+                r = {k: None if v is None else round(v, 3) for k, v in flicker(forward, frames).items()}
+                rows.append({"ckpt": str(ckpt), "video": str(video), "frames": len(frames), **r})
+                static = "   –  " if r["output_static"] is None else f"{r['output_static']:6.2f}"
                 print(f"{Path(ckpt).name:32} {video.name:24} input {r['input']:6.2f}  output {r['output']:6.2f}  "
-                      f"static {r['output_static']:6.2f}  ({r['static_fraction']:.0%} of pixels static)")
+                      f"static {static}  ({r['static_fraction']:.0%} of pixels static)")
     print(json.dumps({"flicker": rows, "size": args.size}))
