@@ -32,6 +32,8 @@ def test_logs_scalars_images_and_hparams(trained):
     assert all(torch.isfinite(torch.tensor(e.value)) for e in events.Scalars("loss/total"))
     images = events.Images("preview/content_and_stylized")
     assert [e.step for e in images][:1] == [0] and images[-1].step == 4  # untrained baseline ... final grid
+    gains = events.Scalars("preview/noise_gain")  # logged with every grid
+    assert [e.step for e in gains] == [e.step for e in images] and all(e.value > 0 for e in gains)
     hparams = (tmp / "run" / "tb" / "hparams.yaml").read_text()
     assert "style_weight" in hparams and "starry_night" in hparams
 

@@ -102,12 +102,22 @@ class StyleTransferSystem(pl.LightningModule):
 
     # --- helpers ------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def stylize_preview(self) -> torch.Tensor:
+    def stylize_preview(self, noise_std: float = 0.0) -> torch.Tensor:
+        """The preview photos stylized (not clamped); with `noise_std`, plus the same fixed noise at every call."""
+        x = self.preview
+        if noise_std:
+            x = x + noise_std * torch.randn(x.shape, generator=torch.Generator().manual_seed(0)).to(x.device)
         with torch.autocast(self.device.type, enabled=False):
-            return self.transformer(self.preview).clamp(0, 1)
+            return self.transformer(x)
 
     def _log_preview(self) -> None:
         if self.preview is None or not self.trainer.is_global_zero or self.logger is None:
             return
-        grid = make_grid(torch.cat([self.preview, self.stylize_preview()]), nrow=len(self.preview), padding=4)
-        self.logger.experiment.add_image("preview/content_and_stylized", grid.float().cpu(), self.global_step)
+        stylized = self.stylize_preview()
+        grid = make_grid(torch.cat([self.preview, stylized.clamp(0, 1)]), nrow=len(self.preview), padding=4)
+        experiment = self.logger.experiment
+        experiment.add_image("preview/content_and_stylized", grid.float().cpu(), self.global_step)
+        # how much the network amplifies input noise, the root of video flicker: watched whether or not it is trained
+        noisy = self.stylize_preview(self.stability_noise)
+        experiment.add_scalar("preview/noise_gain", stability_loss(stylized, noisy, self.stability_noise).item(),
+                              self.global_step)
