@@ -63,13 +63,14 @@ def bench_train(args) -> dict:
     from omegaconf import OmegaConf
 
     from impasto.losses import build_perceptual_loss
-    from impasto.runtime import autocast_dtype, bf16_is_fast, conv_memory_format, pick_device, sync
+    from impasto.runtime import autocast_dtype, conv_memory_format, pick_device, sync
+    from impasto.train import resolve_precision
     from impasto.transformer import TransformerConfig, TransformerNet
 
     device = pick_device(args.device)
     torch.backends.cudnn.benchmark = True  # as train.py's trainer (fixed crop size)
-    if args.precision == "auto":  # as train.resolve_precision: batches run bf16 wherever bf16 is fast
-        dtype = torch.bfloat16 if bf16_is_fast(device) else None
+    if args.precision == "auto":  # train.py's own choice for batches (no loss scaler here: speed only)
+        dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(resolve_precision("auto", device.type))
     else:
         dtype = autocast_dtype(args.precision, device)
     layout = conv_memory_format(device)
@@ -100,7 +101,8 @@ def bench_train(args) -> dict:
         step()
     sync(device)
     seconds = time.perf_counter() - start
-    return {"bench": "train", "device": str(device), "precision": "bf16" if dtype else "fp32",
+    precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+    return {"bench": "train", "device": str(device), "precision": precision,
             "compile": args.compile, "size": args.size, "batch": args.batch, "warmup_s": round(warmup_s, 1),
             "images_per_s": round(args.iters * args.batch / seconds, 1)}
 

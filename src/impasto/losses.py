@@ -101,7 +101,8 @@ class PerceptualLoss(nn.Module):
         zero = output.new_zeros((), dtype=torch.float32)
         content, style = zero, zero
         if self.content_weight:  # a zero weight skips its term: style-only runs have no content target
-            content = sum((w * content_loss(feats[n], content_targets[n]) for n, w in self.content_layers.items()), zero)
+            content = sum((w * content_loss(feats[n], content_targets[n])
+                           for n, w in self.content_layers.items()), zero)
         if self.style_weight:
             style = sum((w * style_loss(gram(feats[n]), self.target_gram(n), getattr(self, f"target_energy_{n}"))
                          for n, w in self.style_layers.items()), zero)

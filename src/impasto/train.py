@@ -15,7 +15,7 @@ from .data import ImageDataModule, build_train_dataset, load_preview
 from .errors import UserError
 from .losses import build_perceptual_loss
 from .runtime import bf16_is_fast
-from .system import StyleTransferSystem
+from .system import LossProgressBar, StyleTransferSystem
 from .transformer import TransformerConfig, TransformerNet
 
 log = logging.getLogger(__name__)
@@ -25,15 +25,24 @@ def export_path(cfg: DictConfig) -> Path:
     return Path(cfg.export.dir).expanduser() / f"{cfg.export.name}{checkpoint.SUFFIX}"
 
 
+def runs_on_gpu(accelerator: str) -> bool:
+    return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
 def resolve_precision(precision: str, accelerator: str) -> str:
     """`auto`: bf16 autocast where the hardware runs it fast (CUDA with bf16, CPUs with AMX), else fp32."""
     if precision != "auto":
         return precision
-    on_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    device = torch.device("cuda" if on_gpu else "cpu")
-    if bf16_is_fast(device):
+    on_gpu = runs_on_gpu(accelerator)
+    if bf16_is_fast(torch.device("cuda" if on_gpu else "cpu")):
         return "bf16-mixed"
     return "16-mixed" if on_gpu else "32-true"
+
+
+def progress_bar_refresh(accelerator: str) -> int:
+    """Steps between progress-bar refreshes: each reads the loss from the device, a host sync on a GPU (which
+    drains the queue of launched work) and free on the CPU."""
+    return 10 if runs_on_gpu(accelerator) else 1
 
 
 def train(cfg: DictConfig) -> Path | None:
@@ -73,16 +82,17 @@ def train(cfg: DictConfig) -> Path | None:
     checkpoint_every = trainer_cfg.pop("checkpoint_every_n_steps")
     trainer_cfg["precision"] = resolve_precision(trainer_cfg["precision"], trainer_cfg["accelerator"])
     log.info("precision: %s", trainer_cfg["precision"])
+    callbacks = [ModelCheckpoint(dirpath=output_dir / "checkpoints", every_n_train_steps=checkpoint_every,
+                                 save_last=True, save_top_k=0),
+                 LearningRateMonitor(logging_interval="step")]
+    if trainer_cfg.get("enable_progress_bar", True):
+        callbacks.append(LossProgressBar(refresh_rate=progress_bar_refresh(trainer_cfg["accelerator"])))
     trainer = pl.Trainer(
         **trainer_cfg,
         max_epochs=-1,
         default_root_dir=output_dir,
         logger=TensorBoardLogger(save_dir=output_dir, name="tb", version="", default_hp_metric=False),
-        callbacks=[
-            ModelCheckpoint(dirpath=output_dir / "checkpoints", every_n_train_steps=checkpoint_every,
-                            save_last=True, save_top_k=0),
-            LearningRateMonitor(logging_interval="step"),
-        ],
+        callbacks=callbacks,
     )
     trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
 
