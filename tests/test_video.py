@@ -11,7 +11,7 @@ from conftest import ROOT, assert_user_error, run
 from impasto.checkpoint import load_style
 from impasto.images import to_tensor
 from impasto.stylize import stylizer
-from impasto.video import FrameTimes, stylize_video
+from impasto.video import FrameTimes, read_frames, stylize_video
 
 SHIPPED = ROOT / "checkpoints" / "starry_night.safetensors"
 FRAMES, WIDTH, HEIGHT = 9, 64, 48
@@ -150,6 +150,10 @@ def test_a_sideways_phone_video_comes_out_upright(tmp_path, degrees, corner):
     rows = slice(h - h // 4, h) if corner.startswith("bottom") else slice(0, h // 4)
     cols = slice(0, w // 4) if corner.endswith("left") else slice(w - w // 4, w)
     assert luma[rows, cols].mean() > 200 and luma.mean() < 60, luma
+    # flicker.py's frames are the ones stylize_video stylizes: upright, at the same size
+    frames = read_frames(clip, size=32)
+    assert frames.shape == (3, 3, h, w)
+    torch.testing.assert_close(frames[0].mean(0), luma / 255, atol=0.1, rtol=0)
 
 
 @pytest.mark.parametrize("matrix, value_range", [("ITU709", "MPEG"), ("ITU601", "MPEG"), ("ITU601", "JPEG")])

@@ -121,10 +121,19 @@ def _tag_bt709(codec_context) -> None:
     codec_context.color_range = 1  # limited ("MPEG")
 
 
+def _displayed_size(video_in, turns: int, size: int | None, scale: float | None = None) -> tuple[int, int]:
+    """(width, height) of the upright picture, at long side `size` or scaled by `scale`."""
+    coded = video_in.codec_context.width, video_in.codec_context.height
+    return long_side_size(*(coded[::-1] if turns % 2 else coded), size, scale)
+
+
 def _to_batch(frames: list, width: int, height: int, turns: int) -> torch.Tensor:
-    """Decoded frames -> (N, 3, H, W) float in [0, 1]: resized as images are (Lanczos), then turned upright."""
+    """Decoded frames -> (N, 3, height, width) float in [0, 1], upright: resized as images are (Lanczos), before
+    they turn, so a sideways frame is resized to (height, width)."""
     import numpy as np
 
+    if turns % 2:
+        width, height = height, width
     # PyAV reads each frame with its own matrix and range (full-range phone video, BT.709 HD, …)
     rgb = [f.to_ndarray(width=width, height=height, format="rgb24", interpolation="LANCZOS") for f in frames]
     batch = torch.from_numpy(np.stack(rgb)).permute(0, 3, 1, 2).float().div(255)
@@ -157,12 +166,10 @@ def stylize_video(forward: Callable[[torch.Tensor], torch.Tensor], src: Path, ds
         audio_in = source.streams.audio[0] if source.streams.audio else None
         copy_audio = audio_in is not None and _audio_fits(av, audio_in, muxer)
         turns = _quarter_turns(av, src)
-        coded = video_in.codec_context.width, video_in.codec_context.height
-        width, height = long_side_size(*(coded[::-1] if turns % 2 else coded), size, scale)  # as displayed
+        width, height = _displayed_size(video_in, turns, size, scale)
         width, height = max(2, width - width % 2), max(2, height - height % 2)  # 4:2:0 chroma needs even sizes
         if check is not None:
             check(width, height, batch)
-        decode_size = (height, width) if turns % 2 else (width, height)  # frames are resized before they turn
         rate = video_in.average_rate or video_in.guessed_rate or Fraction(25)
         time_base = video_in.time_base or 1 / rate
         times, written = FrameTimes(), 0
@@ -182,7 +189,7 @@ def stylize_video(forward: Callable[[torch.Tensor], torch.Tensor], src: Path, ds
 
                 def encode_pending() -> None:
                     nonlocal written
-                    stylized = forward(_to_batch(pending, *decode_size, turns))
+                    stylized = forward(_to_batch(pending, width, height, turns))
                     for original, rgb in zip(pending, _to_rgb24(stylized)):
                         frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(**BT709)
                         frame.pts, frame.time_base = times.next(original.pts), time_base
@@ -223,11 +230,13 @@ def stylize_video(forward: Callable[[torch.Tensor], torch.Tensor], src: Path, ds
 
 
 def read_frames(src: Path, size: int | None = None, limit: int | None = None) -> torch.Tensor:
-    """The first `limit` frames (all if None) of `src`, resized to long side `size`: (N, 3, H, W) in [0, 1]."""
+    """The first `limit` frames (all if None) of `src`, upright as stylize_video turns them, resized to long side
+    `size`: (N, 3, H, W) in [0, 1]."""
     av = _import_av()
     with _open_input(av, src) as source:
         video_in = source.streams.video[0]
-        width, height = long_side_size(video_in.codec_context.width, video_in.codec_context.height, size)
+        turns = _quarter_turns(av, src)
+        width, height = _displayed_size(video_in, turns, size)
         frames = []
         for frame in source.decode(video_in):
             frames.append(frame)
@@ -235,4 +244,4 @@ def read_frames(src: Path, size: int | None = None, limit: int | None = None) ->
                 break
         if not frames:
             raise UserError(f"input video {src} has no frame that decodes")
-        return _to_batch(frames, width, height, 0)
+        return _to_batch(frames, width, height, turns)
