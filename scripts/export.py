@@ -15,7 +15,7 @@ def main() -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     args = p.parse_args()
     with exit_on_user_error():
-        from impasto.train import export_lightning_checkpoint
+        from impasto.checkpoint import export_lightning_checkpoint
 
         path = export_lightning_checkpoint(args.ckpt, args.output, args.overwrite)
         print(f"exported {path}")

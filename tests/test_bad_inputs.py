@@ -1,7 +1,8 @@
 """Bad input: one `error:` line naming the file and what to do, a non-zero exit, no traceback, nothing overwritten."""
 
-from safetensors.torch import save_file
+import pytest
 import torch
+from safetensors.torch import save_file
 
 from conftest import assert_user_error, run
 
@@ -105,3 +106,71 @@ def test_init_from_a_network_of_another_shape(tmp_path, tiny_ckpt):
     common = [f"paths.checkpoint_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'r'}"]
     assert_user_error(run("train.py", f"init_from={tiny_ckpt}", *common), "init_from", "model.widths")
     assert_user_error(run("train.py", f"init_from={tmp_path / 'none.safetensors'}", *common), "does not exist")
+
+
+def test_a_folder_with_bad_files_stylizes_every_good_one(tmp_path, tiny_ckpt):
+    from PIL import Image
+
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    for i in range(9):
+        Image.effect_noise((30, 24), 40).convert("RGB").save(photos / f"p{i}.jpg")
+    (photos / "p4b.jpg").write_text("a text file named .jpg, sorted among the photos")
+    out.mkdir()
+    (out / "p7.jpg").write_bytes(b"an earlier result")
+    result = run("stylize.py", "--ckpt", str(tiny_ckpt), str(photos), "--out-dir", str(out))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and "p4b.jpg" in errors[0] and "p7.jpg" in errors[1] and "--overwrite" in errors[1]
+    assert "8 written, 2 skipped" in result.stderr.splitlines()[-1]
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"p{i}.jpg" for i in range(9))  # nothing partial
+    assert (out / "p7.jpg").read_bytes() == b"an earlier result"
+    again = run("stylize.py", "--ckpt", str(tiny_ckpt), str(photos), "--out-dir", str(out), "--overwrite")
+    assert again.returncode != 0 and "9 written, 1 skipped" in again.stderr
+
+
+def test_non_finite_weights_are_neither_written_nor_read(tmp_path, photo):
+    from impasto.checkpoint import save_style
+    from impasto.errors import UserError
+    from impasto.transformer import TransformerConfig, TransformerNet
+
+    net = TransformerNet(TransformerConfig(widths=(4, 8, 8), residual_blocks=1))
+    with torch.no_grad():
+        net.head[0].weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(UserError, match="not finite"):
+        save_style(tmp_path / "broken.safetensors", net, {"style": "broken", "steps": 1})
+    assert not list(tmp_path.glob("*.safetensors")) and not list(tmp_path.glob(".*"))
+    tensors = {k: v.contiguous() for k, v in net.state_dict().items()}  # as a diverged export of old would be
+    metadata = {"format": "impasto-style", "format_version": "1",
+                "meta": '{"style": "broken", "steps": 1, "network": {"widths": [4, 8, 8], "residual_blocks": 1}}'}
+    save_file(tensors, str(tmp_path / "broken.safetensors"), metadata=metadata)
+    assert_user_error(run("stylize.py", "--ckpt", str(tmp_path / "broken.safetensors"), str(photo), "-o",
+                          str(tmp_path / "o.png")), "broken.safetensors", "not finite", "diverged")
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_optimize_stops_on_a_non_finite_loss_and_writes_nothing(tmp_path, photo):
+    out = tmp_path / "out.png"
+    result = run("scripts/optimize.py", f"content={photo}", "size=32", "steps=5", "optim=adam", "optim.lr=1e30",
+                 "log_every_n_steps=1", f"output={out}", f"hydra.run.dir={tmp_path / 'run'}", "style.size=64")
+    assert_user_error(result, "not finite", "optim.lr")
+    assert not out.exists()
+
+
+def test_compare_stops_on_a_non_finite_loss(tmp_path, photo):
+    from impasto.checkpoint import save_style
+    from impasto.transformer import TransformerConfig, TransformerNet
+
+    from omegaconf import OmegaConf
+    from conftest import ROOT
+
+    net = TransformerNet(TransformerConfig(widths=(4, 8, 8), residual_blocks=1))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.fill_(1e30)  # finite weights whose output overflows
+    loss = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "loss" / "gatys.yaml"))
+    ckpt = save_style(tmp_path / "huge.safetensors", net, {"style": "huge", "steps": 1, "loss": loss,
+                                                           "style_image": str(photo), "style_size": 64})
+    result = run("scripts/compare.py", "--ckpt", str(ckpt), str(photo), "--size", "32", "--steps", "2",
+                 "--out-dir", str(tmp_path / "cmp"))
+    assert_user_error(result, "photo.png, fast network", "not finite")

@@ -1,8 +1,11 @@
+import itertools
+
 import pytest
 import torch
 from PIL import Image
 
-from impasto.data import EMBEDDED_PHOTOS, ImageDataModule, build_train_dataset, load_preview
+from impasto.data import (EMBEDDED_PHOTOS, EndlessSampler, ImageDataModule, UnreadableImages, build_train_dataset,
+                          load_preview)
 from impasto.errors import UserError
 from omegaconf import OmegaConf
 
@@ -10,7 +13,7 @@ from omegaconf import OmegaConf
 def data_cfg(**kw):
     base = {"source": "folder", "root": None, "size": 32, "max_zoom": 1.5, "embedded_max_zoom": 2.0, "batch_size": 2,
             "num_workers": 0, "preview_dir": None, "path": None, "name": None, "split": "train",
-            "image_column": "image", "streaming": False, "shuffle_buffer": 8}
+            "image_column": "image", "streaming": False, "shuffle_buffer": 8, "max_bad_fraction": 0.5}
     return OmegaConf.create({**base, **kw})
 
 
@@ -26,8 +29,8 @@ def test_folder_is_recursive_and_crops_at_training_size(tmp_path):
     (tmp_path / "a" / "notes.txt").write_text("not an image")
     dataset, description = build_train_dataset(data_cfg(root=str(tmp_path / "a")))
     assert len(dataset) == 5 and "5 images" in description
-    batch = next(iter(ImageDataModule(dataset, 2, 0).train_dataloader()))
-    assert batch.shape == (2, 3, 32, 32) and 0 <= batch.min() and batch.max() <= 1
+    batch, passed_over = next(iter(ImageDataModule(dataset, 2, 0).train_dataloader()))
+    assert batch.shape == (2, 3, 32, 32) and 0 <= batch.min() and batch.max() <= 1 and passed_over == [[], []]
 
 
 def test_auto_falls_back_to_embedded_photos(tmp_path):
@@ -52,7 +55,7 @@ def test_hf_local_imagefolder_and_saved_dataset(tmp_path):
     datasets = pytest.importorskip("datasets", reason="datasets is a declared dependency; install it")
     write_images(tmp_path / "hf", 3)
     dataset, description = build_train_dataset(data_cfg(source="hf", path=str(tmp_path / "hf")))
-    assert len(dataset) == 3 and dataset[0].shape == (3, 32, 32)
+    assert len(dataset) == 3 and dataset[0, 0][0].shape == (3, 32, 32)
     saved = tmp_path / "saved"
     datasets.Dataset.from_dict({"picture": [Image.new("RGB", (40, 40))] * 2},
                                features=datasets.Features({"picture": datasets.Image()})).save_to_disk(str(saved))
@@ -74,4 +77,72 @@ def test_hf_streaming_yields_batches(tmp_path):
     dataset, description = build_train_dataset(data_cfg(source="hf", path=str(tmp_path / "hf"), streaming=True))
     assert "streamed" in description
     batches = list(ImageDataModule(dataset, 2, 0).train_dataloader())
-    assert len(batches) == 2 and batches[0].shape == (2, 3, 32, 32)  # 5 images, drop_last
+    assert len(batches) == 2 and batches[0][0].shape == (2, 3, 32, 32)  # 5 images, drop_last
+    assert batches[0][1] == [[], []]
+
+
+def test_sampler_is_a_function_of_the_step_and_splits_ranks_without_overlap():
+    def draws(steps, start=0, rank=0, world=1, batch=3):
+        return list(itertools.islice(EndlessSampler(20, batch, seed=7, rank=rank, world_size=world,
+                                                    start_step=start), steps * batch))
+
+    run = draws(12)
+    assert draws(7, start=5) == run[5 * 3:]  # a resumed run draws what the whole run drew from its step on
+    epoch = [index for index, _ in run[:18]]  # 20 // 3 = 6 steps an epoch: 18 distinct images, 2 dropped
+    assert len(set(epoch)) == 18 and [i for i, _ in run[18:36]] != epoch  # the next epoch is reshuffled
+    assert len({seed for _, seed in run}) == len(run)  # every draw crops its own way
+    ranks = [draws(3, rank=r, world=2) for r in range(2)]  # 20 // 6 = 3 steps an epoch of 2 × 3 images
+    assert not {i for i, _ in ranks[0]} & {i for i, _ in ranks[1]}
+    assert len({i for i, _ in ranks[0] + ranks[1]}) == 18
+    with pytest.raises(UserError, match="fewer than one step"):
+        EndlessSampler(5, 3, world_size=2)
+
+
+def test_a_crop_depends_on_its_draw_not_on_the_worker(tmp_path):
+    (tmp_path / "a").mkdir()
+    for i in range(4):
+        Image.effect_noise((90, 70), 60 + 10 * i).convert("RGB").save(tmp_path / "a" / f"noise{i}.png")
+    dataset, _ = build_train_dataset(data_cfg(root=str(tmp_path / "a"), max_zoom=2.0))
+    assert torch.equal(dataset[2, 123][0], dataset[2, 123][0])
+    assert not torch.equal(dataset[2, 123][0], dataset[2, 124][0])
+
+    def first_batches(workers):
+        return [b for b, _ in itertools.islice(ImageDataModule(dataset, 2, workers).train_dataloader(), 4)]
+
+    for ours, theirs in zip(first_batches(0), first_batches(2)):
+        assert torch.equal(ours, theirs)
+
+
+def test_unreadable_training_images_are_passed_over_and_reported(tmp_path):
+    write_images(tmp_path / "a", 3)
+    (tmp_path / "a" / "img1.png").write_text("not a PNG")
+    whole = (tmp_path / "a" / "img2.png").read_bytes()
+    (tmp_path / "a" / "img2.png").write_bytes(whole[: len(whole) // 2])  # truncated
+    dataset, _ = build_train_dataset(data_cfg(root=str(tmp_path / "a")))
+    crop, passed_over = dataset[1, 0]
+    assert crop.shape == (3, 32, 32)  # img0, after img1 and img2
+    assert [i for i, _ in passed_over] == [1, 2] and "truncated" in passed_over[1][1]
+    unreadable = UnreadableImages(max_fraction=0.5)
+    assert unreadable.record([passed_over, []]) and not unreadable.record([passed_over])  # new files once only
+    assert sorted(unreadable.files) == [1, 2] and (unreadable.draws, unreadable.failed_draws) == (7, 4)
+    with pytest.raises(UserError, match="unreadable, more than data.max_bad_fraction=0.5"):
+        for _ in range(10):
+            unreadable.record([passed_over])
+    for i in (0, 1, 2):
+        (tmp_path / "a" / f"img{i}.png").write_text("not a PNG")
+    crop, passed_over = dataset[0, 0]  # nothing readable: a blank crop, and the give-up reported as such
+    assert len(passed_over) == 10 and crop.abs().sum() == 0
+    with pytest.raises(UserError, match="10 unreadable training images in a row"):
+        UnreadableImages(max_fraction=1.0).record([[], passed_over])
+
+
+def test_decompression_bombs_are_refused_before_decoding(tmp_path, monkeypatch):
+    from impasto.images import load_image
+
+    Image.new("RGB", (300, 200)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
+    decoded = []
+    monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(1))
+    with pytest.raises(UserError, match="decompression bomb"):
+        load_image(tmp_path / "big.png")
+    assert not decoded

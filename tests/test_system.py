@@ -7,7 +7,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from impasto.losses import PerceptualLoss
-from impasto.system import LossProgressBar, StyleTransferSystem
+from impasto.callbacks import LossProgressBar
+from impasto.system import StyleTransferSystem
 from impasto.transformer import TransformerConfig, TransformerNet
 from impasto.vgg import LossNetwork
 
@@ -44,3 +45,32 @@ def test_the_loss_reaches_the_bar_without_a_per_step_progress_bar_metric(tmp_pat
     trainer.fit(system, DataLoader(torch.rand(6, 3, 32, 32), batch_size=2))
     assert trainer.progress_bar_metrics == {}
     assert float(bar.get_metrics(trainer, system)["loss"]) == pytest.approx(system.last_loss.item(), rel=1e-3)
+
+
+def test_a_step_with_a_non_finite_gradient_is_skipped_on_the_device_and_counted(tmp_path):
+    system = tiny_system()
+    trainer = pl.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
+                         enable_model_summary=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    system.trainer = trainer
+    optimizer = system.configure_optimizers()
+    assert optimizer.defaults["fused"]  # found_inf is honoured by fused Adam only
+    system.log = lambda *args, **kwargs: None
+    params = list(system.transformer.parameters())
+
+    def step(grad_value: float) -> None:
+        for p in params:
+            p.grad = torch.full_like(p, grad_value)
+        system.configure_gradient_clipping(optimizer, None, "norm")
+        optimizer.step()
+
+    step(1.0)
+    before = [p.detach().clone() for p in params]
+    moments = [optimizer.state[p]["exp_avg"].clone() for p in params]
+    for bad in (float("nan"), float("inf")):
+        step(bad)
+    assert all(torch.equal(a, p) for a, p in zip(before, params))  # weights untouched
+    assert all(torch.equal(m, optimizer.state[p]["exp_avg"]) for m, p in zip(moments, params))  # moments too
+    assert system.skipped_counters().tolist() == [2, 2]  # in a row, in all
+    step(1.0)
+    assert not torch.equal(before[0], params[0])
+    assert system.skipped_counters().tolist() == [0, 2]

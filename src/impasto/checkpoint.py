@@ -23,12 +23,22 @@ FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
 
 
+def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """The names of the tensors holding a NaN or an infinity."""
+    return [name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+
+
 def save_style(path: str | os.PathLike, net: TransformerNet, meta: dict[str, Any]) -> Path:
-    """Write the transformer and its metadata atomically (a temporary file, then a rename)."""
+    """Write the transformer and its metadata atomically (a temporary file, then a rename). Weights that are not
+    finite (a diverged run) are refused: such a style would paint every photo black or NaN."""
     from safetensors.torch import save_file
 
     full_meta = {**meta, "network": net.config.to_dict(), "impasto_version": __version__}
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in net.state_dict().items()}
+    broken = non_finite(tensors)
+    if broken:
+        raise UserError(f"not writing {path}: {len(broken)} of the network's {len(tensors)} weight tensors are not "
+                        f"finite (the first: {broken[0]}); the training run diverged")
     metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "meta": json.dumps(full_meta, sort_keys=True)}
     return write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
@@ -59,5 +69,57 @@ def load_style(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
 
     meta = read_meta(path)
     net = TransformerNet(TransformerConfig.from_dict(meta["network"]))
-    net.load_state_dict(load_file(str(Path(path).expanduser()), device=str(device)))
+    weights = load_file(str(Path(path).expanduser()), device=str(device))
+    broken = non_finite(weights)
+    if broken:
+        raise UserError(f"{path} holds weights that are not finite ({len(broken)} tensors, the first: {broken[0]}): "
+                        "it comes from a diverged training run; retrain it or use another style")
+    net.load_state_dict(weights)
     return net.to(device).eval(), meta
+
+def load_weights_into(transformer: TransformerNet, path: str | os.PathLike) -> None:
+    """Start from an exported style's weights (fine-tuning); its network must be the one `model` builds."""
+    source, _ = load_style(path)
+    if source.config != transformer.config:
+        raise UserError(f"init_from {path} holds a network with {source.config.to_dict()}, but model builds "
+                        f"{transformer.config.to_dict()}: set model.widths and model.residual_blocks to match")
+    transformer.load_state_dict(source.state_dict())
+
+
+def style_meta(hparams: dict, steps: int) -> dict:
+    """The export's metadata, from the run's resolved config (as saved in its hyperparameters)."""
+    images = hparams["style"]["image"]
+    count = 1 if isinstance(images, str) else len(images)
+    blend = hparams["style"].get("blend") or [1.0] * count
+    return {
+        "style": hparams["style"]["name"],
+        "style_image": images,
+        "style_size": hparams["style"]["size"],
+        "style_blend": [w / sum(blend) for w in blend],
+        "steps": steps,
+        "init_from": hparams.get("init_from"),
+        "loss": hparams["loss"],
+        "loss_network": hparams["loss"]["network"]["weights"],
+        "data": hparams["data_description"],
+        "image_size": hparams["data"]["size"],
+        "batch_size": hparams["data"]["batch_size"],
+    }
+
+
+def export_lightning_checkpoint(ckpt: str | Path, target: str | Path, overwrite: bool = False) -> Path:
+    """Export the style in a Lightning checkpoint of train.py (an interrupted run's last.ckpt, say)."""
+    ckpt, target = Path(ckpt).expanduser(), Path(target).expanduser()
+    if not ckpt.is_file():
+        raise UserError(f"Lightning checkpoint {ckpt} does not exist: look in outputs/<style>/<run>/checkpoints/")
+    if target.exists() and not overwrite:
+        raise UserError(f"{target} exists: pass --overwrite to replace it, or another output path")
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        hparams, weights = state["hyper_parameters"], state["state_dict"]
+        transformer = TransformerNet(TransformerConfig.from_dict(hparams["model"]))
+        transformer.load_state_dict({k.removeprefix("transformer."): v for k, v in weights.items()
+                                     if k.startswith("transformer.")})
+    except Exception as e:  # anything unreadable or foreign here is the user's file to fix
+        raise UserError(f"{ckpt} is not a train.py checkpoint ({type(e).__name__}): pass "
+                        "outputs/<style>/<run>/checkpoints/last.ckpt") from None
+    return save_style(target, transformer, style_meta(hparams, state["global_step"]))

@@ -19,7 +19,8 @@ from . import ASSETS
 from .checkpoint import load_style
 from .config import load_style_images
 from .errors import UserError, exit_on_user_error
-from .gatys import evaluate, optimize
+from .files import write_atomic
+from .gatys import check_finite, evaluate, optimize
 from .images import IMAGE_SUFFIXES, load_image, resize_long_side, save_atomic, to_pil, to_tensor
 from .losses import build_perceptual_loss
 from .runtime import autocast_dtype, pick_device
@@ -102,7 +103,10 @@ def compare(args: argparse.Namespace) -> list[dict]:
         with torch.inference_mode():
             fast = net(content).clamp(0, 1)
         fast_s = time.perf_counter() - start
-        rows.append({"image": photo.name, "method": "fast", **evaluate(loss, fast, content), "seconds": fast_s})
+        terms = evaluate(loss, fast, content)
+        check_finite(terms, f"{photo.name}, fast network", "its output is not a usable image; check the checkpoint "
+                     "(stylize a photo with it) and compare with --precision fp32")
+        rows.append({"image": photo.name, "method": "fast", **terms, "seconds": fast_s})
 
         snapshots: dict[int, tuple[torch.Tensor, float]] = {}
         start = time.perf_counter()
@@ -114,8 +118,10 @@ def compare(args: argparse.Namespace) -> list[dict]:
         optimize(loss, content, content, steps[-1], "lbfgs", 1.0, dtype, on_step)
         for n in steps:
             image, seconds = snapshots[n]
-            rows.append({"image": photo.name, "method": f"gatys@{n}", **evaluate(loss, image.clamp(0, 1), content),
-                         "seconds": seconds})
+            terms = evaluate(loss, image.clamp(0, 1), content)
+            check_finite(terms, f"{photo.name}, Gatys after {n} steps", "L-BFGS diverged: compare with --precision "
+                         "fp32, or at another --size")
+            rows.append({"image": photo.name, "method": f"gatys@{n}", **terms, "seconds": seconds})
         shown = [n for n in (100, 500) if n in steps] or steps[-2:]
         columns = [("content", content), ("fast", fast)] + [(f"Gatys@{n}", snapshots[n][0].clamp(0, 1)) for n in shown]
         save_atomic(panel(columns), out_dir / f"panel_{photo.stem}.png")
@@ -140,12 +146,15 @@ def matched_steps(rows: list[dict]) -> dict[str, str]:
 
 
 def write_reports(rows: list[dict], out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "compare.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows({k: r[k] for k in COLUMNS} for r in rows)
-    (out_dir / "compare.json").write_text(json.dumps({"rows": rows, "matched": matched_steps(rows)}, indent=1))
+    def write_csv(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows({k: r[k] for k in COLUMNS} for r in rows)
+
+    write_atomic(out_dir / "compare.csv", write_csv)
+    report = json.dumps({"rows": rows, "matched": matched_steps(rows)}, indent=1)
+    write_atomic(out_dir / "compare.json", lambda tmp: Path(tmp).write_text(report))
 
 
 def format_table(rows: list[dict]) -> str:

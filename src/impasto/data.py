@@ -11,12 +11,14 @@ Sources (`data.source`):
 
 import logging
 import random
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, default_collate
 
 from . import ASSETS
 from .errors import UserError
@@ -35,51 +37,76 @@ class RandomScaleCrop:
         self.size = size
         self.max_zoom = max(1.0, float(max_zoom))
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        short = self.size * random.uniform(1.0, self.max_zoom)
+    def __call__(self, image: Image.Image, rng: random.Random) -> torch.Tensor:
+        short = self.size * rng.uniform(1.0, self.max_zoom)
         scale = short / min(image.size)
         w, h = max(self.size, round(image.width * scale)), max(self.size, round(image.height * scale))
         image = image.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=3.0)
-        x, y = random.randint(0, w - self.size), random.randint(0, h - self.size)
+        x, y = rng.randint(0, w - self.size), rng.randint(0, h - self.size)
         image = image.crop((x, y, x + self.size, y + self.size))
-        if random.random() < 0.5:
+        if rng.random() < 0.5:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return to_tensor(image)
 
 
-class ImageFiles(Dataset):
-    """Image files on disk; an unreadable file is replaced by another one (COCO has a few) instead of ending a run."""
+MAX_TRIES = 10  # unreadable images passed over in a row before the data is declared broken
+
+
+class TrainingImages(Dataset):
+    """Random crops of images, indexed by (image index, draw seed) pairs from EndlessSampler: a crop is a function
+    of the pair alone, whichever worker makes it. An unreadable image is passed over for the next one (COCO has a
+    few); each item says which it passed over, so the main process can warn once per file and count them."""
+
+    def __init__(self, transform: RandomScaleCrop):
+        self.transform = transform
+
+    def load(self, index: int) -> Image.Image:
+        raise NotImplementedError
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, list[tuple[int, str]]]:
+        index, draw = item
+        rng = random.Random(draw)
+        bad: list[tuple[int, str]] = []
+        for attempt in range(MAX_TRIES):
+            i = (index + attempt) % len(self)
+            try:
+                return self.transform(self.load(i), rng), bad
+            except UserError as e:
+                bad.append((i, str(e)))
+        # Not raised here: an error raised in a DataLoader worker reaches the user wrapped in a traceback.
+        return torch.zeros(3, self.transform.size, self.transform.size), bad
+
+
+class ImageFiles(TrainingImages):
+    """Image files on disk."""
 
     def __init__(self, paths: list[Path], transform: RandomScaleCrop):
+        super().__init__(transform)
         self.paths = paths
-        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        for attempt in range(10):
-            path = self.paths[(index + attempt) % len(self.paths)]
-            try:
-                return self.transform(load_image(path))
-            except UserError as e:
-                log.warning("skipping %s", e)
-        raise UserError(f"10 unreadable images in a row near {self.paths[index]}: check the data folder")
+    def load(self, index: int) -> Image.Image:
+        return load_image(self.paths[index], "training image")
 
 
-class HFImages(Dataset):
+class HFImages(TrainingImages):
     """One image column of a Hugging Face dataset."""
 
     def __init__(self, dataset, column: str, transform: RandomScaleCrop):
+        super().__init__(transform)
         self.dataset = dataset
         self.column = column
-        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.transform(self.dataset[index][self.column].convert("RGB"))
+    def load(self, index: int) -> Image.Image:
+        try:
+            return self.dataset[index][self.column].convert("RGB")
+        except Exception as e:  # a broken image inside the dataset: passed over like an unreadable file
+            raise UserError(f"training image {index} of the dataset is not readable ({type(e).__name__})") from None
 
 
 class HFStream(IterableDataset):
@@ -103,8 +130,10 @@ class HFStream(IterableDataset):
             ds = split_dataset_by_node(ds, rank=dist.get_rank(), world_size=dist.get_world_size())
         ds = ds.shuffle(seed=self.seed + self.epoch, buffer_size=self.buffer_size)
         self.epoch += 1
+        worker = torch.utils.data.get_worker_info()
+        rng = random.Random(f"{self.seed} {self.epoch} {worker.id if worker else 0}")
         for example in ds:
-            yield self.transform(example[self.column].convert("RGB"))
+            yield self.transform(example[self.column].convert("RGB"), rng), []
 
 
 def _folder_images(root: Path, what: str, hint: str) -> list[Path]:
@@ -191,10 +220,86 @@ def load_preview(folder: str | None, size: int) -> torch.Tensor:
     return torch.stack(images)
 
 
-class ImageDataModule(pl.LightningDataModule):
-    """Shuffled batches of random crops; Lightning adds the distributed sampler under DDP."""
+class EndlessSampler(Sampler):
+    """This rank's (image index, draw seed) pairs, without end: epoch e is a permutation seeded by (seed, e), each
+    step takes the next batch_size × world_size images of it, this rank the rank-th batch_size of those, and an
+    epoch's remainder is dropped. Every pair is a function of its position alone, so a run resumed at step k
+    draws exactly what the uninterrupted run drew from step k on, with or without workers, on any rank."""
 
-    def __init__(self, dataset: Dataset, batch_size: int, num_workers: int):
+    def __init__(self, size: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 start_step: int = 0):
+        if size < batch_size * world_size:
+            raise UserError(f"the training set has {size} images, fewer than one step's {batch_size * world_size} "
+                            f"(data.batch_size {batch_size} × {world_size} processes): lower data.batch_size or "
+                            "add images")
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.rank, self.world_size, self.start_step = rank, world_size, start_step
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        per_step = self.batch_size * self.world_size
+        steps_per_epoch = self.size // per_step
+        step, epoch, order = self.start_step, None, None
+        while True:
+            if step // steps_per_epoch != epoch:
+                epoch = step // steps_per_epoch
+                order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+            first = (step % steps_per_epoch) * per_step + self.rank * self.batch_size
+            for position in range(first, first + self.batch_size):
+                yield int(order[position]), (self.seed * 100_003 + epoch) * 2**32 + position
+            step += 1
+
+
+def collate_crops(items: list[tuple[torch.Tensor, list[tuple[int, str]]]]):
+    """A batch of crops, and for each crop the (index, reason) of every unreadable image passed over on its way."""
+    return default_collate([crop for crop, _ in items]), [passed for _, passed in items]
+
+
+def ignore_interrupts(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl+C and SIGTERM to the main process, which stops the run cleanly (a worker
+    that died of the signal would end the run with a worker error instead)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+class UnreadableImages:
+    """The training images passed over: each warned once and counted; too large a share stops the run."""
+
+    MIN_DRAWS = 20  # draws before the share is judged: a few early bad files are no verdict on the data
+
+    def __init__(self, max_fraction: float):
+        self.max_fraction = max_fraction
+        self.files: dict[int, str] = {}
+        self.draws = 0
+        self.failed_draws = 0
+
+    def record(self, passed_over: list[list[tuple[int, str]]]) -> bool:
+        """Count one batch (what each crop passed over); True when a file was seen for the first time."""
+        flat = [b for passed in passed_over for b in passed]
+        if any(len(passed) >= MAX_TRIES for passed in passed_over):
+            raise UserError(f"{MAX_TRIES} unreadable training images in a row, the last: {flat[-1][1]}: check the "
+                            "data")
+        self.draws += len(passed_over) + len(flat)
+        self.failed_draws += len(flat)
+        new = False
+        for index, reason in flat:
+            if index not in self.files:
+                self.files[index] = reason
+                new = True
+                log.warning("skipping unreadable training image (counted once, passed over each time it is "
+                            "drawn): %s", reason)
+        if self.draws >= self.MIN_DRAWS and self.failed_draws > self.max_fraction * self.draws:
+            raise UserError(f"{self.failed_draws} of {self.draws} training images drawn were unreadable, more than "
+                            f"data.max_bad_fraction={self.max_fraction}: check the data (the first: "
+                            f"{next(iter(self.files.values()))})")
+        return new
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Batches of random crops. Map-style sources go through EndlessSampler, which splits them between DDP ranks
+    itself and starts a resumed run where it stopped; there are no epochs, so the workers start once."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, num_workers: int, seed: int = 0,
+                 max_bad_fraction: float = 0.5):
         super().__init__()
         if not isinstance(dataset, IterableDataset) and len(dataset) < batch_size:
             raise UserError(f"the training set has {len(dataset)} images, fewer than one batch of {batch_size}: "
@@ -202,9 +307,26 @@ class ImageDataModule(pl.LightningDataModule):
         self.dataset = dataset
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.seed = seed
+        self.unreadable = UnreadableImages(max_bad_fraction)
 
     def train_dataloader(self) -> DataLoader:
-        shuffle = not isinstance(self.dataset, IterableDataset)  # a stream shuffles through its own buffer
-        return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=shuffle, drop_last=True,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          pin_memory=torch.cuda.is_available())
+        common = dict(batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=collate_crops,
+                      worker_init_fn=ignore_interrupts, persistent_workers=self.num_workers > 0,
+                      pin_memory=torch.cuda.is_available(), drop_last=True)
+        if isinstance(self.dataset, IterableDataset):  # a stream shuffles through its own buffer
+            return DataLoader(self.dataset, **common)
+        trainer = self.trainer
+        sampler = EndlessSampler(len(self.dataset), self.batch_size, self.seed,
+                                 rank=trainer.global_rank if trainer else 0,
+                                 world_size=trainer.world_size if trainer else 1,
+                                 # restored from the checkpoint before this is called: where a resumed run goes on
+                                 start_step=trainer.global_step * trainer.accumulate_grad_batches if trainer else 0)
+        return DataLoader(self.dataset, sampler=sampler, **common)
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int) -> torch.Tensor:
+        crops, passed_over = batch
+        if self.unreadable.record(passed_over) and self.trainer is not None and self.trainer.logger:
+            self.trainer.logger.log_metrics({"data/unreadable_images": len(self.unreadable.files)},
+                                            step=self.trainer.global_step)
+        return crops

@@ -8,6 +8,14 @@ class UserError(Exception):
     """Bad input the user can fix; its message says what is wrong and what to do."""
 
 
+class Interrupted(Exception):
+    """A run stopped by a signal after saving what resumes it; exits as the signal would have (128 + its number)."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
+
+
 EXIT_USER_ERROR = 2
 
 
@@ -18,3 +26,6 @@ def exit_on_user_error():
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+    except Interrupted as e:
+        print(e, file=sys.stderr)
+        sys.exit(128 + e.signum)

@@ -3,6 +3,7 @@
 The reference baseline: what the fast network's single forward pass is measured against.
 """
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -168,6 +169,13 @@ def optimize(loss: PerceptualLoss, content: torch.Tensor, start: torch.Tensor, s
         if on_step is not None:
             on_step(step, terms, image)
     return image.detach()
+
+
+def check_finite(terms: dict[str, float], what: str, advice: str) -> None:
+    """A one-line UserError when a loss term is NaN or infinite: nothing built on it is worth writing."""
+    broken = [name for name, value in terms.items() if not math.isfinite(value)]
+    if broken:
+        raise UserError(f"{what}: the loss is not finite ({', '.join(f'{n}={terms[n]}' for n in broken)}); {advice}")
 
 
 def evaluate(loss: PerceptualLoss, image: torch.Tensor, content: torch.Tensor) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """Image files <-> tensors: loading with clear errors, resizing, atomic saving."""
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -12,18 +13,28 @@ from .files import write_atomic
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
 
 
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # Pillow's decompression-bomb limit (89 megapixels), refused before decoding
+
+
 def load_image(path: str | os.PathLike, what: str = "image") -> Image.Image:
-    """Open an RGB image, or raise a one-line UserError naming the file."""
+    """Open an RGB image, or raise a one-line UserError naming the file: missing, unreadable, truncated, or over
+    MAX_PIXELS by its header (a decompression bomb), which is checked before anything is decoded."""
     path = Path(path).expanduser()
     if not path.exists():
         raise UserError(f"{what} {path} does not exist: check the path")
     if path.is_dir():
         raise UserError(f"{what} {path} is a folder, not an image file")
     try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return im.convert("RGB")
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise UserError(f"{what} {path} declares more than {MAX_PIXELS / 1e6:.0f} megapixels: refused unread, as a "
+                        "possible decompression bomb") from None
     except (UnidentifiedImageError, OSError) as e:
-        raise UserError(f"{what} {path} is not a readable image ({e.__class__.__name__}): give a JPEG or PNG") from None
+        reason = "truncated" if "truncated" in str(e) else e.__class__.__name__
+        raise UserError(f"{what} {path} is not a readable image ({reason}): give a JPEG or PNG") from None
 
 
 def long_side_size(width: int, height: int, size: int | None = None, scale: float | None = None) -> tuple[int, int]:

@@ -12,7 +12,8 @@ from tqdm import tqdm
 
 from .config import load_style_images
 from .errors import UserError
-from .gatys import evaluate, initial_image, optimize
+from .files import write_atomic
+from .gatys import check_finite, evaluate, initial_image, optimize
 from .images import load_image, preserve_color, resize_long_side, save_atomic, to_pil, to_tensor
 from .losses import build_perceptual_loss
 from .runtime import autocast_dtype, pick_device, sync
@@ -50,6 +51,11 @@ def output_path(cfg: DictConfig) -> Path:
     if cfg.output:
         return Path(cfg.output).expanduser()
     return Path(f"{Path(cfg.content).stem}_{cfg.style.name}.png")
+
+
+def divergence_advice(cfg: DictConfig) -> str:
+    return (f"nothing is written. Lower the step size optim.lr={cfg.optim.lr} ({cfg.optim.name}) or the loss weights "
+            f"(loss.style_weight={cfg.loss.style_weight}), or use precision=fp32")
 
 
 def run(cfg: DictConfig, log_dir: Path | None = None) -> dict:
@@ -102,6 +108,7 @@ def run(cfg: DictConfig, log_dir: Path | None = None) -> dict:
                 timings["first_step_s"] = time.perf_counter() - started - timings["setup_s"]
             if cfg.log_every_n_steps and step % cfg.log_every_n_steps == 0:
                 values = {k: float(v) for k, v in terms.items()}  # the only host sync, every k steps
+                check_finite(values, f"step {done + step}", divergence_advice(cfg))
                 bar.set_postfix(loss=f"{values['total']:.4g}", size=size)
                 if writer is not None:
                     for name, value in values.items():
@@ -116,6 +123,7 @@ def run(cfg: DictConfig, log_dir: Path | None = None) -> dict:
     timings["steps_s"] = time.perf_counter() - started - sum(timings.values())
 
     terms = evaluate(loss, image, content)  # fp32, whatever precision the loop ran in
+    check_finite(terms, f"after {cfg.steps} steps", divergence_advice(cfg))
     result = image.clamp(0, 1)
     if cfg.preserve_color:
         result = preserve_color(result, content).clamp(0, 1)
@@ -131,7 +139,7 @@ def run(cfg: DictConfig, log_dir: Path | None = None) -> dict:
                "seconds_in_run": round(sum(timings.values()), 3),
                "timings": {k: round(v, 3) for k, v in timings.items()}}
     if cfg.metrics:
-        Path(cfg.metrics).expanduser().write_text(json.dumps(metrics, indent=1))
+        write_atomic(Path(cfg.metrics).expanduser(), lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=1)))
     log.info("wrote %s: total loss %.4g (content %.4g, style %.4g, tv %.4g)", out, terms["total"],
              terms["content"], terms["style"], terms["tv"])
     return metrics

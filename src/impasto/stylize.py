@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import load_style
-from .errors import UserError, exit_on_user_error
+from .errors import EXIT_USER_ERROR, UserError, exit_on_user_error
 from .images import (IMAGE_SUFFIXES, list_images, load_image, long_side_size, preserve_color, resize_long_side,
                      save_atomic, to_pil, to_tensor)
 from .runtime import autocast_dtype, free_memory, pick_device
@@ -62,7 +62,9 @@ def collect_inputs(inputs: list[str], suffixes: set[str] = MEDIA_SUFFIXES) -> li
     return paths
 
 
-def plan_outputs(inputs: list[Path], output: str | None, out_dir: str | None, overwrite: bool) -> list[Path]:
+def plan_outputs(inputs: list[Path], output: str | None, out_dir: str | None) -> list[Path]:
+    """Each input's output path, or a UserError for a plan that cannot work at all (existing outputs are checked
+    per file, as it comes: see stylize_all)."""
     if output is not None:
         if len(inputs) != 1:
             raise UserError(f"-o takes one input, got {len(inputs)}: use --out-dir DIR for several")
@@ -80,8 +82,6 @@ def plan_outputs(inputs: list[Path], output: str | None, out_dir: str | None, ov
             raise UserError(f"output {dst} needs an image suffix (.jpg, .png, …)")
         if dst.resolve() == src.resolve():
             raise UserError(f"output {dst} is the input itself: choose another output path")
-        if dst.exists() and not overwrite:
-            raise UserError(f"output {dst} exists: pass --overwrite to replace it")
     return outputs
 
 
@@ -134,6 +134,8 @@ def stylize_file(forward: Callable[[torch.Tensor], torch.Tensor], src: Path, dst
 
 def stylize_one(forward: Callable[[torch.Tensor], torch.Tensor], check: Callable[..., None], src: Path, dst: Path,
                 args: argparse.Namespace) -> None:
+    if dst.exists() and not args.overwrite:
+        raise UserError(f"output {dst} exists: pass --overwrite to replace it")
     start = time.perf_counter()
     if is_video(src):
         v = stylize_video(forward, src, dst, args.size, args.scale, args.batch, check)
@@ -148,6 +150,25 @@ def stylize_one(forward: Callable[[torch.Tensor], torch.Tensor], check: Callable
         print(f"{src} -> {dst} ({w}x{h}, {time.perf_counter() - start:.2f} s)", file=sys.stderr)
 
 
+def stylize_all(forward: Callable[[torch.Tensor], torch.Tensor], net: torch.nn.Module, device: torch.device,
+                dtype: torch.dtype | None, inputs: list[Path], outputs: list[Path],
+                args: argparse.Namespace) -> list[Path]:
+    """Stylize every input it can; one `error:` line for each it cannot (unreadable, too large, output exists), and
+    on to the next. Returns the inputs skipped."""
+    skipped = []
+    for src, dst in zip(inputs, outputs):
+        try:
+            try:
+                stylize_one(forward, partial(check_memory, net, device, dtype, src), src, dst, args)
+            except torch.cuda.OutOfMemoryError:  # beyond check_memory's estimate: one line, not a traceback
+                raise UserError(f"{src}: out of {device.type} memory: pass a smaller --size"
+                                f"{' or --batch' if is_video(src) else ''}") from None
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            skipped.append(src)
+    return skipped
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     with exit_on_user_error():
@@ -159,14 +180,13 @@ def main(argv: list[str] | None = None) -> None:
         dtype = autocast_dtype(args.precision, device)
         net, meta = load_style(args.ckpt, device)
         inputs = collect_inputs(args.inputs)
-        outputs = plan_outputs(inputs, args.output, args.out_dir, args.overwrite)
+        outputs = plan_outputs(inputs, args.output, args.out_dir)
         forward = stylizer(net, device, dtype, args.preserve_color)
         videos = sum(map(is_video, inputs))
         print(f"style {meta['style']} ({meta['steps']} steps) on {device}, {'bf16' if dtype else 'fp32'}: "
               f"{len(inputs) - videos} image(s), {videos} video(s)", file=sys.stderr)
-        for src, dst in zip(inputs, outputs):
-            try:
-                stylize_one(forward, partial(check_memory, net, device, dtype, src), src, dst, args)
-            except torch.cuda.OutOfMemoryError:  # beyond check_memory's estimate: one line, not a traceback
-                raise UserError(f"{src}: out of {device.type} memory: pass a smaller --size"
-                                f"{' or --batch' if is_video(src) else ''}") from None
+    skipped = stylize_all(forward, net, device, dtype, inputs, outputs, args)
+    if len(inputs) > 1 or skipped:
+        print(f"{len(inputs) - len(skipped)} written, {len(skipped)} skipped", file=sys.stderr)
+    if skipped:
+        sys.exit(EXIT_USER_ERROR)

@@ -5,7 +5,6 @@ import time
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import TQDMProgressBar
 from torchvision.utils import make_grid
 
 from .losses import PerceptualLoss
@@ -25,7 +24,8 @@ def stability_loss(stylized: torch.Tensor, stylized_noisy: torch.Tensor, noise_s
 class StyleTransferSystem(pl.LightningModule):
     def __init__(self, transformer: TransformerNet, loss: PerceptualLoss, lr: float,
                  preview: torch.Tensor | None = None, preview_every_n_steps: int = 500,
-                 hparams: dict | None = None, stability_weight: float = 0.0, stability_noise: float = 0.02):
+                 hparams: dict | None = None, stability_weight: float = 0.0, stability_noise: float = 0.02,
+                 seed: int = 0):
         super().__init__()
         self.transformer = transformer
         self.loss = loss
@@ -36,9 +36,14 @@ class StyleTransferSystem(pl.LightningModule):
         self.register_buffer("preview", preview, persistent=False)
         if hparams:
             self.save_hyperparameters(hparams)
+        self.seed = seed
         self._clock: tuple[float, int] | None = None
         self.last_loss: torch.Tensor | None = None
         self._layout = torch.contiguous_format
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._noise: torch.Generator | None = None
+        # steps skipped for a non-finite gradient: in a row, and in all (device tensors: no host sync to count)
+        self.register_buffer("skipped", torch.zeros(2, dtype=torch.long), persistent=False)
 
     def forward(self, content: torch.Tensor) -> torch.Tensor:
         return self.transformer(content)
@@ -50,7 +55,11 @@ class StyleTransferSystem(pl.LightningModule):
         self.to(memory_format=self._layout)
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.transformer.parameters(), lr=self.lr)
+        # Fused Adam skips a step on the device when told to (its `found_inf`), which is how a non-finite step is
+        # skipped without a host sync. A GradScaler (fp16) skips such steps itself and must unscale first.
+        fused = getattr(self.trainer.precision_plugin, "scaler", None) is None
+        self._optimizer = torch.optim.Adam(self.transformer.parameters(), lr=self.lr, fused=fused)
+        return self._optimizer
 
     def on_train_start(self) -> None:
         self._clock = (time.perf_counter(), self.global_step)
@@ -62,7 +71,8 @@ class StyleTransferSystem(pl.LightningModule):
         stylized = self.transformer(batch)
         terms = self.loss(stylized, self.loss.content_targets(batch))
         if self.stability_weight:  # a second pass of the (cheap) transformer on the same batch plus noise
-            noisy = batch + self.stability_noise * torch.randn_like(batch)
+            noisy = batch + self.stability_noise * torch.randn(batch.shape, generator=self._step_noise(batch.device),
+                                                               device=batch.device, dtype=batch.dtype)
             terms["stability"] = self.stability_weight * stability_loss(stylized, self.transformer(noisy),
                                                                         self.stability_noise)
             terms["total"] = terms["total"] + terms["stability"]
@@ -75,9 +85,31 @@ class StyleTransferSystem(pl.LightningModule):
         # they are, at no extra cost. Without a clip the norm is still measured (and the gradients scaled by 1).
         by_norm = gradient_clip_algorithm in (None, "norm")
         limit = gradient_clip_val if gradient_clip_val and by_norm else math.inf
-        self.log("grad_norm", torch.nn.utils.clip_grad_norm_(self.transformer.parameters(), limit))
+        norm = torch.nn.utils.clip_grad_norm_(self.transformer.parameters(), limit)
+        self.log("grad_norm", norm)
+        self._skip_step_unless_finite(norm)
         if gradient_clip_val and not by_norm:
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def _skip_step_unless_finite(self, grad_norm: torch.Tensor) -> None:
+        """A non-finite gradient norm (which a non-finite loss gives too) skips the optimizer step: weights and Adam's
+        moments stay as they were. Decided on the device; under DDP the norm, and so the decision, is every rank's."""
+        bad = ~torch.isfinite(grad_norm)
+        if self._optimizer is not None and getattr(self._optimizer, "defaults", {}).get("fused"):
+            self._optimizer.found_inf = bad.float().reshape(())
+        in_a_row, total = self.skipped
+        self.skipped.copy_(torch.stack([(in_a_row + bad) * bad, total + bad]))
+        self.log("skipped_steps", self.skipped[1].float())
+
+    def skipped_counters(self) -> torch.Tensor:
+        """(steps skipped in a row up to now, steps skipped in all) on the device."""
+        return self.skipped
+
+    def _step_noise(self, device: torch.device) -> torch.Generator:
+        """A generator seeded by (seed, step, rank): the noise of a step is the same in a resumed run."""
+        if self._noise is None or self._noise.device != device:
+            self._noise = torch.Generator(device=device)
+        return self._noise.manual_seed((self.seed * 100_003 + self.global_step) * 1024 + self.global_rank)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         step = self.global_step
@@ -129,13 +161,3 @@ class StyleTransferSystem(pl.LightningModule):
         experiment.add_scalar("preview/noise_gain", stability_loss(stylized, noisy, self.stability_noise).item(),
                               self.global_step)
 
-
-class LossProgressBar(TQDMProgressBar):
-    """Lightning's bar plus the last step's loss, read from the device only when the bar refreshes. A metric logged
-    with prog_bar=True is read at the end of every step instead: on a GPU, a host sync that drains the queue."""
-
-    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
-        metrics = super().get_metrics(trainer, pl_module)
-        if getattr(pl_module, "last_loss", None) is not None:
-            metrics["loss"] = f"{pl_module.last_loss.item():.4g}"
-        return metrics

@@ -6,16 +6,17 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from . import checkpoint
+from .callbacks import DivergenceGuard, LossProgressBar, ResumableCheckpoints
 from .config import load_style_images
 from .data import ImageDataModule, build_train_dataset, load_preview
-from .errors import UserError
+from .errors import Interrupted, UserError
 from .losses import build_perceptual_loss
 from .runtime import bf16_is_fast
-from .system import LossProgressBar, StyleTransferSystem
+from .system import StyleTransferSystem
 from .transformer import TransformerConfig, TransformerNet
 
 log = logging.getLogger(__name__)
@@ -39,10 +40,22 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return "16-mixed" if on_gpu else "32-true"
 
 
-def progress_bar_refresh(accelerator: str) -> int:
-    """Steps between progress-bar refreshes: each reads the loss from the device, a host sync on a GPU (which
-    drains the queue of launched work) and free on the CPU."""
+def steps_between_reads(accelerator: str) -> int:
+    """Steps between reads of the device (the bar's loss, the divergence counters, a DDP stop vote): each is a host
+    sync on a GPU, which drains the queue of launched work, and free on the CPU."""
     return 10 if runs_on_gpu(accelerator) else 1
+
+
+def divergence_advice(cfg: DictConfig, precision: str) -> str:
+    """The knob most likely to blame for a diverged run, and the others."""
+    loss = cfg.loss
+    weights = f"loss.style_weight={loss.style_weight}, loss.content_weight={loss.content_weight}"
+    if precision.startswith("16"):
+        return f"fp16 overflows easily: use trainer.precision=bf16-mixed or 32-true (or lower optim.lr={cfg.optim.lr})"
+    if cfg.optim.lr > 1e-2:
+        return f"the learning rate optim.lr={cfg.optim.lr} is high: try 1e-3 (or lower {weights})"
+    return (f"lower the learning rate optim.lr={cfg.optim.lr} or the loss weights ({weights}), or set "
+            f"trainer.gradient_clip_val (now {cfg.trainer.gradient_clip_val})")
 
 
 def train(cfg: DictConfig) -> Path | None:
@@ -60,11 +73,12 @@ def train(cfg: DictConfig) -> Path | None:
     pl.seed_everything(cfg.seed, workers=True)
     transformer = TransformerNet(TransformerConfig.from_dict(cfg.model))
     if cfg.init_from:
-        load_weights_from_style(transformer, cfg.init_from)
+        checkpoint.load_weights_into(transformer, cfg.init_from)
 
     dataset, data_description = build_train_dataset(cfg.data)
     log.info("training data: %s", data_description)
-    datamodule = ImageDataModule(dataset, cfg.data.batch_size, cfg.data.num_workers)
+    datamodule = ImageDataModule(dataset, cfg.data.batch_size, cfg.data.num_workers, cfg.seed,
+                                 cfg.data.max_bad_fraction)
 
     loss = build_perceptual_loss(cfg.loss)
     loss.set_style(styles, blend)
@@ -75,78 +89,49 @@ def train(cfg: DictConfig) -> Path | None:
     hparams = OmegaConf.to_container(cfg, resolve=True)
     hparams["data_description"] = data_description
     system = StyleTransferSystem(transformer, loss, cfg.optim.lr, preview, cfg.log.preview_every_n_steps, hparams,
-                                 cfg.stability.weight, cfg.stability.noise)
+                                 cfg.stability.weight, cfg.stability.noise, seed=cfg.seed)
 
     output_dir = Path(cfg.paths.output_dir)
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     checkpoint_every = trainer_cfg.pop("checkpoint_every_n_steps")
+    checkpoint_minutes = trainer_cfg.pop("checkpoint_every_minutes")
+    max_skipped_in_a_row = trainer_cfg.pop("max_skipped_steps_in_a_row")
     trainer_cfg["precision"] = resolve_precision(trainer_cfg["precision"], trainer_cfg["accelerator"])
     log.info("precision: %s", trainer_cfg["precision"])
-    callbacks = [ModelCheckpoint(dirpath=output_dir / "checkpoints", every_n_train_steps=checkpoint_every,
-                                 save_last=True, save_top_k=0),
+    reads = steps_between_reads(trainer_cfg["accelerator"])
+    checkpoints = ResumableCheckpoints(output_dir / "checkpoints", checkpoint_every, checkpoint_minutes, reads)
+    callbacks = [checkpoints, DivergenceGuard(max_skipped_in_a_row, divergence_advice(cfg, trainer_cfg["precision"]),
+                                              reads),
                  LearningRateMonitor(logging_interval="step")]
     if trainer_cfg.get("enable_progress_bar", True):
-        callbacks.append(LossProgressBar(refresh_rate=progress_bar_refresh(trainer_cfg["accelerator"])))
+        callbacks.append(LossProgressBar(refresh_rate=reads))
     trainer = pl.Trainer(
         **trainer_cfg,
         max_epochs=-1,
         default_root_dir=output_dir,
         logger=TensorBoardLogger(save_dir=output_dir, name="tb", version="", default_hp_metric=False),
         callbacks=callbacks,
+        enable_checkpointing=False,  # ResumableCheckpoints writes them
+        use_distributed_sampler=False,  # EndlessSampler splits the data between ranks
     )
     trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
 
+    unreadable = len(datamodule.unreadable.files)
+    if unreadable:
+        log.warning("%d unreadable training image(s) were passed over (warned above, logged as "
+                    "data/unreadable_images)", unreadable)
     if not trainer.is_global_zero:
         return None
-    path = checkpoint.save_style(target, system.transformer, style_meta(hparams, trainer.global_step))
+    meta = checkpoint.style_meta(hparams, trainer.global_step)
+    if checkpoints.stopped_by is not None:
+        partial = target.with_name(f"{cfg.export.name}.partial-step{trainer.global_step}{checkpoint.SUFFIX}")
+        checkpoint.save_style(partial, system.transformer, {**meta, "partial": True})
+        raise Interrupted(checkpoints.stopped_by,
+                          f"{checkpoints.stopped_by.name}: stopped at step {trainer.global_step} of "
+                          f"{trainer.max_steps}. Resume with the same command plus  ckpt_path={checkpoints.path}  "
+                          f"; the style so far is in {partial}")
+    path = checkpoint.save_style(target, system.transformer, meta)
     log.info("exported %s (%d steps): stylize with  python stylize.py --ckpt %s PHOTO -o OUT.jpg",
              path, trainer.global_step, path)
     return path
 
-
-def load_weights_from_style(transformer: TransformerNet, path: str) -> None:
-    """Start from an exported style's weights (fine-tuning); its network must be the one `model` builds."""
-    source, _ = checkpoint.load_style(path)
-    if source.config != transformer.config:
-        raise UserError(f"init_from {path} holds a network with {source.config.to_dict()}, but model builds "
-                        f"{transformer.config.to_dict()}: set model.widths and model.residual_blocks to match")
-    transformer.load_state_dict(source.state_dict())
-
-
-def style_meta(hparams: dict, steps: int) -> dict:
-    """The export's metadata, from the run's resolved config (as saved in its hyperparameters)."""
-    images = hparams["style"]["image"]
-    count = 1 if isinstance(images, str) else len(images)
-    blend = hparams["style"].get("blend") or [1.0] * count
-    return {
-        "style": hparams["style"]["name"],
-        "style_image": images,
-        "style_size": hparams["style"]["size"],
-        "style_blend": [w / sum(blend) for w in blend],
-        "steps": steps,
-        "init_from": hparams.get("init_from"),
-        "loss": hparams["loss"],
-        "loss_network": hparams["loss"]["network"]["weights"],
-        "data": hparams["data_description"],
-        "image_size": hparams["data"]["size"],
-        "batch_size": hparams["data"]["batch_size"],
-    }
-
-
-def export_lightning_checkpoint(ckpt: str | Path, target: str | Path, overwrite: bool = False) -> Path:
-    """Export the style in a Lightning checkpoint of train.py (an interrupted run's last.ckpt, say)."""
-    ckpt, target = Path(ckpt).expanduser(), Path(target).expanduser()
-    if not ckpt.is_file():
-        raise UserError(f"Lightning checkpoint {ckpt} does not exist: look in outputs/<style>/<run>/checkpoints/")
-    if target.exists() and not overwrite:
-        raise UserError(f"{target} exists: pass --overwrite to replace it, or another output path")
-    try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        hparams, weights = state["hyper_parameters"], state["state_dict"]
-        transformer = TransformerNet(TransformerConfig.from_dict(hparams["model"]))
-        transformer.load_state_dict({k.removeprefix("transformer."): v for k, v in weights.items()
-                                     if k.startswith("transformer.")})
-    except Exception as e:  # anything unreadable or foreign here is the user's file to fix
-        raise UserError(f"{ckpt} is not a train.py checkpoint ({type(e).__name__}): pass "
-                        "outputs/<style>/<run>/checkpoints/last.ckpt") from None
-    return checkpoint.save_style(target, transformer, style_meta(hparams, state["global_step"]))
