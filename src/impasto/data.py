@@ -242,10 +242,11 @@ class EndlessSampler(Sampler):
         while True:
             if step // steps_per_epoch != epoch:
                 epoch = step // steps_per_epoch
-                order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+                generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+                order = torch.randperm(self.size, generator=generator).tolist()
             first = (step % steps_per_epoch) * per_step + self.rank * self.batch_size
             for position in range(first, first + self.batch_size):
-                yield int(order[position]), (self.seed * 100_003 + epoch) * 2**32 + position
+                yield order[position], (self.seed * 100_003 + epoch) * 2**32 + position
             step += 1
 
 
