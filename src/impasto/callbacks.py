@@ -117,7 +117,7 @@ class DivergenceGuard(Callback):
                            batch_idx: int) -> None:
         if not self.max_skipped_in_a_row or trainer.global_step % self.check_every_n_steps:
             return
-        in_a_row, skipped = (int(v) for v in pl_module.skipped_counters().tolist())
+        in_a_row, skipped = (int(v) for v in pl_module.skipped.tolist())
         if in_a_row >= self.max_skipped_in_a_row:
             raise UserError(f"training diverged: the loss or its gradient was not finite for the last {in_a_row} "
                             f"steps (step {trainer.global_step}, {skipped} skipped in all), so nothing is exported; "

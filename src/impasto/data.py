@@ -315,9 +315,12 @@ class ImageDataModule(pl.LightningDataModule):
         common = dict(batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=collate_crops,
                       worker_init_fn=ignore_interrupts, persistent_workers=self.num_workers > 0,
                       pin_memory=torch.cuda.is_available(), drop_last=True)
-        if isinstance(self.dataset, IterableDataset):  # a stream shuffles through its own buffer
-            return DataLoader(self.dataset, **common)
         trainer = self.trainer
+        if isinstance(self.dataset, IterableDataset):  # a stream shuffles through its own buffer
+            if trainer is not None and trainer.global_step:
+                log.warning("a streamed dataset starts a fresh shuffle when a run resumes: the data order after "
+                            "step %d differs from the uninterrupted run's", trainer.global_step)
+            return DataLoader(self.dataset, **common)
         sampler = EndlessSampler(len(self.dataset), self.batch_size, self.seed,
                                  rank=trainer.global_rank if trainer else 0,
                                  world_size=trainer.world_size if trainer else 1,

@@ -43,7 +43,7 @@ class StyleTransferSystem(pl.LightningModule):
         self._optimizer: torch.optim.Optimizer | None = None
         self._noise: torch.Generator | None = None
         # steps skipped for a non-finite gradient: in a row, and in all (device tensors: no host sync to count)
-        self.register_buffer("skipped", torch.zeros(2, dtype=torch.long), persistent=False)
+        self.register_buffer("skipped", torch.zeros(2, dtype=torch.long))
 
     def forward(self, content: torch.Tensor) -> torch.Tensor:
         return self.transformer(content)
@@ -95,15 +95,11 @@ class StyleTransferSystem(pl.LightningModule):
         """A non-finite gradient norm (which a non-finite loss gives too) skips the optimizer step: weights and Adam's
         moments stay as they were. Decided on the device; under DDP the norm, and so the decision, is every rank's."""
         bad = ~torch.isfinite(grad_norm)
-        if self._optimizer is not None and getattr(self._optimizer, "defaults", {}).get("fused"):
+        if self._optimizer is not None and self._optimizer.defaults.get("fused"):
             self._optimizer.found_inf = bad.float().reshape(())
         in_a_row, total = self.skipped
         self.skipped.copy_(torch.stack([(in_a_row + bad) * bad, total + bad]))
         self.log("skipped_steps", self.skipped[1].float())
-
-    def skipped_counters(self) -> torch.Tensor:
-        """(steps skipped in a row up to now, steps skipped in all) on the device."""
-        return self.skipped
 
     def _step_noise(self, device: torch.device) -> torch.Generator:
         """A generator seeded by (seed, step, rank): the noise of a step is the same in a resumed run."""
@@ -138,6 +134,7 @@ class StyleTransferSystem(pl.LightningModule):
         for key, value in self.state_dict().items():
             if key.startswith(LOSS_NETWORK_PREFIX):
                 state[key] = value
+        state.setdefault("skipped", self.skipped)  # checkpoints written before the count existed
 
     # --- helpers ------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -160,4 +157,3 @@ class StyleTransferSystem(pl.LightningModule):
         noisy = self.stylize_preview(self.stability_noise)
         experiment.add_scalar("preview/noise_gain", stability_loss(stylized, noisy, self.stability_noise).item(),
                               self.global_step)
-

@@ -128,10 +128,9 @@ def train(cfg: DictConfig) -> Path | None:
         checkpoint.save_style(partial, system.transformer, {**meta, "partial": True})
         raise Interrupted(checkpoints.stopped_by,
                           f"{checkpoints.stopped_by.name}: stopped at step {trainer.global_step} of "
-                          f"{trainer.max_steps}. Resume with the same command plus  ckpt_path={checkpoints.path}  "
-                          f"; the style so far is in {partial}")
+                          f"{trainer.max_steps}. To resume, run the same command with ckpt_path={checkpoints.path} "
+                          f"added. The style so far is in {partial}")
     path = checkpoint.save_style(target, system.transformer, meta)
     log.info("exported %s (%d steps): stylize with  python stylize.py --ckpt %s PHOTO -o OUT.jpg",
              path, trainer.global_step, path)
     return path
-
