@@ -25,6 +25,18 @@ def test_terms_are_zero_for_identical_inputs_and_positive_otherwise():
     assert tv_loss(torch.full((1, 3, 8, 8), 0.3)) == 0 and tv_loss(torch.rand(1, 3, 8, 8)) > 0
 
 
+def test_each_term_of_a_batch_is_the_mean_of_its_images_terms():
+    """What makes a batch split between DDP processes train as the whole batch in one process."""
+    a, b = torch.rand(4, 8, 6, 6) + 0.1, torch.rand(4, 8, 6, 6) + 0.1
+    a[2:] *= 10  # images of different energy: a ratio of batch means would weigh them unequally
+    halves = [content_loss(a[:2], b[:2]), content_loss(a[2:], b[2:])]
+    torch.testing.assert_close(content_loss(a, b), sum(halves) / 2)
+    target = gram(b[:1])
+    torch.testing.assert_close(style_loss(gram(a), target),
+                               (style_loss(gram(a[:2]), target) + style_loss(gram(a[2:]), target)) / 2)
+    torch.testing.assert_close(tv_loss(a), (tv_loss(a[:2]) + tv_loss(a[2:])) / 2)
+
+
 @pytest.fixture(scope="module")
 def random_loss():
     # Random-weight VGG on purpose: this test checks the loss arithmetic, not what the weights see.

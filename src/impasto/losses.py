@@ -2,7 +2,7 @@
 
 Every term is normalised so that a weight means the same thing at every image size and batch size, and for every
 loss network (Caffe VGG19 activations are ~50x torchvision's, and layers differ by 10^5 in raw Gram energy):
-- content_l = mean (F_l(y) - F_l(c))² / mean F_l(c)²         (relative squared error of the features)
+- content_l = mean (F_l(y) - F_l(c))² / mean F_l(c)²         (relative squared error of one image's features)
 - gram(F)   = F Fᵀ / (C·H·W)                                 (Johnson et al., eq. 3)
 - style_l   = ‖gram(F_l(y)) - G_l‖² / ‖G_l‖²                 (relative squared Frobenius error; G_l the style's Gram)
 - tv        = mean (y[i+1, j] - y[i, j])² + mean (y[i, j+1] - y[i, j])², on RGB in [0, 1]
@@ -32,9 +32,13 @@ def gram(features: torch.Tensor) -> torch.Tensor:
 
 
 def content_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Relative squared error per image, averaged over the batch: a batch split between DDP processes gives the
+    same loss, and so the same gradient, as the whole batch in one process."""
     with _fp32(output.device):
         target = target.float()
-        return (output.float() - target).square().mean() / target.square().mean().clamp_min(1e-12)
+        dims = tuple(range(1, target.dim()))
+        error = (output.float() - target).square().mean(dim=dims)
+        return (error / target.square().mean(dim=dims).clamp_min(1e-12)).mean()
 
 
 def gram_energy(target_gram: torch.Tensor) -> torch.Tensor:
