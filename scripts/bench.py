@@ -2,11 +2,14 @@
 
   python scripts/bench.py optimize [--size 512 --steps 1000]  Gatys L-BFGS, eager fp32 and CUDA-graphed fp32 and bf16:
                                                              wall s with start-up, its phases and the final loss
-  python scripts/bench.py train [--size 256 --batch 4 --compile]  training images/s, synthetic data on the device
+  python scripts/bench.py train [--batches 4,16,64,128 --photos DIR --compile]  train.py's own step (its Trainer
+                      and StyleTransferSystem): images/s, peak memory, TFLOP/s, the Johnson recipe's projected time,
+                      synthetic data on the device and real photos; fp32 against the fast path's loss after N steps
   python scripts/bench.py stylize [--ckpt C]  images/s at 512x512 and 1920x1080, batch 1, fp32 and --precision (auto)
 """
 
 import argparse
+import itertools
 import json
 import subprocess
 import sys
@@ -14,7 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytorch_lightning as pl
 import torch
+
+from impasto.runtime import pick_device, sync
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,53 +64,139 @@ def bench_optimize(args) -> dict:
     return result
 
 
+JOHNSON_IMAGES = 165_566  # Johnson et al.'s recipe: 2 epochs of COCO 2014 train, 82,783 images
+BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, from the makers' data sheets
+
+
+def train_config(overrides: list[str]):
+    """train.py's composed config, with these overrides, as `python train.py ...` would compose it."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+class StepClock(pl.Callback):
+    """Times the steps after `warmup` (the device drained at both ends) and keeps each step's loss on the device."""
+
+    def __init__(self, warmup: int):
+        self.warmup = warmup
+        self.started: float | None = None
+        self.seconds = 0.0
+        self.losses: list[torch.Tensor] = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.warmup == 0:
+            sync(pl_module.device)
+            self.started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append(pl_module.last_loss)
+        if trainer.global_step in (self.warmup, trainer.max_steps):
+            sync(pl_module.device)
+            now = time.perf_counter()
+            if trainer.global_step == self.warmup:
+                self.started = now
+            else:
+                self.seconds = now - self.started
+
+    def final_loss(self) -> float:
+        """The mean loss of the last tenth of the steps: one step's loss is too noisy to compare runs by."""
+        tail = self.losses[-max(1, len(self.losses) // 10):]
+        return float(torch.stack(tail).float().mean())
+
+
+class DeviceBatches(pl.LightningDataModule):
+    """One batch of random images, made once on the device and served forever: the data costs nothing."""
+
+    def __init__(self, batch: torch.Tensor):
+        super().__init__()
+        self.batch = batch
+
+    def train_dataloader(self):
+        return itertools.repeat(self.batch)
+
+
+def fit_and_time(overrides: list[str], steps: int, warmup: int, synthetic_batch: int | None, tmp: str) -> dict:
+    """Build the run as train.py does, fit `steps` steps, and time those after the warm-up."""
+    from impasto.train import build
+
+    cfg = train_config([*overrides, f"trainer.max_steps={steps}", "log.preview_every_n_steps=0",
+                        "trainer.enable_progress_bar=false", "trainer.checkpoint_every_n_steps=0",
+                        "trainer.checkpoint_every_minutes=1000000",
+                        f"paths.output_dir={tmp}", f"paths.checkpoint_dir={tmp}"])
+    run = build(cfg)
+    clock = StepClock(warmup)
+    run.trainer.callbacks.append(clock)
+    device = run.trainer.strategy.root_device
+    datamodule = run.datamodule
+    if synthetic_batch:
+        datamodule = DeviceBatches(torch.rand(synthetic_batch, 3, cfg.data.size, cfg.data.size, device=device))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    run.trainer.fit(run.system, datamodule=datamodule)
+    batch = cfg.data.batch_size if not synthetic_batch else synthetic_batch
+    return {"images_per_s": round((steps - warmup) * batch / clock.seconds, 1),
+            "warmup_s": round(time.perf_counter() - start - clock.seconds, 1),
+            "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+            if device.type == "cuda" else None,
+            "precision": run.trainer.precision, "final_loss": round(clock.final_loss(), 5), "system": run.system}
+
+
+def flops_per_image(system, size: int) -> float:
+    """FLOPs of one training step per image, as torch's FLOP counter counts them: the content target's forward,
+    the transformer's forward and backward, the VGG's forward and backward to its input."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.rand(1, 3, size, size, device=system.device)
+    with FlopCounterMode(display=False) as counter:
+        system.loss(system.transformer(x), system.loss.content_targets(x))["total"].backward()
+    return counter.get_total_flops()
+
+
 def bench_train(args) -> dict:
-    """Training steps as train.py runs them: bf16 autocast where fast, channels_last on CUDA, optionally compiled."""
-    from omegaconf import OmegaConf
-
-    from impasto.losses import build_perceptual_loss
-    from impasto.runtime import autocast_dtype, conv_memory_format, pick_device, sync
-    from impasto.train import resolve_precision
-    from impasto.transformer import TransformerConfig, TransformerNet
-
+    """Training as train.py runs it: StyleTransferSystem in Lightning's Trainer, built by train.build from the
+    composed config, with synthetic data on the device and with real photos (--photos), at each --batch."""
     device = pick_device(args.device)
-    torch.backends.cudnn.benchmark = True  # as train.py's trainer (fixed crop size)
-    if args.precision == "auto":  # train.py's own choice for batches (no loss scaler here: speed only)
-        dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(resolve_precision("auto", device.type))
-    else:
-        dtype = autocast_dtype(args.precision, device)
-    layout = conv_memory_format(device)
-    loss = build_perceptual_loss(OmegaConf.load(ROOT / "conf" / "loss" / "gatys.yaml")).to(device, memory_format=layout)
-    loss.set_style([torch.rand(1, 3, 512, 512, device=device)])
-    net = TransformerNet(TransformerConfig.from_dict(OmegaConf.load(ROOT / "conf" / "model" / "johnson.yaml")))
-    net = net.to(device, memory_format=layout)
-    if args.compile:
-        net.compile()
-        loss.network.compile()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    batch = torch.rand(args.batch, 3, args.size, args.size, device=device).contiguous(memory_format=layout)
-
-    def step():
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            terms = loss(net(batch), loss.content_targets(batch))
-        opt.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        opt.step()
-
-    start = time.perf_counter()
-    for _ in range(args.warmup):
-        step()
-    sync(device)
-    warmup_s = time.perf_counter() - start
-    start = time.perf_counter()
-    for _ in range(args.iters):
-        step()
-    sync(device)
-    seconds = time.perf_counter() - start
-    precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
-    return {"bench": "train", "device": str(device), "precision": precision,
-            "compile": args.compile, "size": args.size, "batch": args.batch, "warmup_s": round(warmup_s, 1),
-            "images_per_s": round(args.iters * args.batch / seconds, 1)}
+    common = [f"trainer.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}", "trainer.devices=1",
+              f"data.size={args.size}", f"compile={str(args.compile).lower()}", *args.override]
+    if args.precision != "auto":
+        common.append(f"trainer.precision={args.precision}")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    peak = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None)
+    result = {"bench": "train", "device": name, "size": args.size, "compile": args.compile, "steps": args.iters,
+              "warmup_steps": args.warmup, "rows": []}
+    flops = None
+    with tempfile.TemporaryDirectory() as tmp:
+        for batch in args.batches:
+            sources = [("synthetic", ["data=embedded"], batch)]
+            if args.photos:
+                sources.append(("photos", ["data=folder", f"data.root={args.photos}",
+                                           f"data.num_workers={args.workers}"], None))
+            for source, data, synthetic in sources:
+                timed = fit_and_time([*common, *data, f"data.batch_size={batch}"], args.warmup + args.iters,
+                                     args.warmup, synthetic, tmp)
+                system = timed.pop("system")
+                if flops is None:
+                    flops = flops_per_image(system, args.size)
+                    result["gflop_per_image"] = round(flops / 1e9, 1)
+                tflops = flops * timed["images_per_s"] / 1e12
+                result["rows"].append({"batch": batch, "data": source, **timed, "tflop_s": round(tflops, 1),
+                                       "pct_of_bf16_peak": round(100 * tflops / peak, 1) if peak else None,
+                                       "johnson_recipe_min": round(JOHNSON_IMAGES / timed["images_per_s"] / 60,
+                                                                   1)})
+        if args.quality_steps:  # the same steps from the same start on the same photos: fp32 against the fast path
+            data = ["data=folder", f"data.root={args.photos}"] if args.photos else ["data=embedded"]
+            batch = args.batches[0]
+            losses = {}
+            for path, precision in (("fp32", ["trainer.precision=32-true", "compile=false"]), ("fast", [])):
+                timed = fit_and_time([*common, *data, f"data.batch_size={batch}", *precision], args.quality_steps,
+                                     0, None, tmp)
+                losses[path] = {"final_loss": timed["final_loss"], "precision": timed["precision"]}
+            losses["fast_over_fp32"] = round(losses["fast"]["final_loss"] / losses["fp32"]["final_loss"], 4)
+            result["quality"] = {"steps": args.quality_steps, "batch": batch, **losses}
+    return result
 
 
 def bench_stylize(args) -> dict:
@@ -140,13 +232,19 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--size", type=int, default=None)
     p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--batches", default="4,16,64,128", help="train: comma-separated batch sizes")
+    p.add_argument("--photos", help="train: a folder of photos, timed beside the synthetic data (data=folder)")
+    p.add_argument("--workers", type=int, default=8, help="train: DataLoader workers for --photos")
+    p.add_argument("--quality-steps", type=int, default=300,
+                   help="train: steps of the fp32-against-fast-path loss comparison (0: none)")
+    p.add_argument("--override", action="append", default=[], help="train: a train.py override (repeatable)")
     p.add_argument("--ckpt", default=None)
     p.add_argument("--precision", default="auto", help="train, and stylize's fast path: auto, fp32 or bf16")
     p.add_argument("--compile", action="store_true", help="train: torch.compile the transformer and the VGG")
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--iters", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps or passes first (train: 20 is safer)")
+    p.add_argument("--iters", type=int, default=30, help="timed steps or passes")
     args = p.parse_args()
+    args.batches = [int(b) for b in args.batches.split(",")]
     args.size = args.size or {"optimize": 512, "train": 256}.get(args.what)
     bench = {"optimize": bench_optimize, "train": bench_train, "stylize": bench_stylize}[args.what]
     print(json.dumps(bench(args)))

@@ -1,6 +1,7 @@
 """train(cfg): build the data, the loss, the system and the trainer from the composed config; fit; export."""
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -58,12 +59,49 @@ def divergence_advice(cfg: DictConfig, precision: str) -> str:
             f"trainer.gradient_clip_val (now {cfg.trainer.gradient_clip_val})")
 
 
+@dataclass
+class Run:
+    """A training run as train() builds it, before fit: what benchmarks time and tests poke."""
+
+    system: StyleTransferSystem
+    datamodule: ImageDataModule
+    trainer: pl.Trainer
+    checkpoints: ResumableCheckpoints
+    hparams: dict
+
+
 def train(cfg: DictConfig) -> Path | None:
     """Fit a style; returns the exported checkpoint's path (on rank 0; None elsewhere)."""
     target = export_path(cfg)
     if target.exists() and not cfg.export.overwrite:
         raise UserError(f"{target} exists and would be overwritten: pass export.overwrite=true to replace it, "
                         "or export.name=NAME to write another file")
+    run = build(cfg)
+    system, datamodule, trainer, checkpoints = run.system, run.datamodule, run.trainer, run.checkpoints
+    trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+
+    unreadable = len(datamodule.unreadable.files)
+    if unreadable:
+        log.warning("%d unreadable training image(s) were passed over (warned above, logged as "
+                    "data/unreadable_images)", unreadable)
+    if not trainer.is_global_zero:
+        return None
+    meta = checkpoint.style_meta(run.hparams, trainer.global_step)
+    if checkpoints.stopped_by is not None:
+        partial = target.with_name(f"{cfg.export.name}.partial-step{trainer.global_step}{checkpoint.SUFFIX}")
+        checkpoint.save_style(partial, system.transformer, {**meta, "partial": True})
+        raise Interrupted(checkpoints.stopped_by,
+                          f"{checkpoints.stopped_by.name}: stopped at step {trainer.global_step} of "
+                          f"{trainer.max_steps}. To resume, run the same command with ckpt_path={checkpoints.path} "
+                          f"added. The style so far is in {partial}")
+    path = checkpoint.save_style(target, system.transformer, meta)
+    log.info("exported %s (%d steps): stylize with  python stylize.py --ckpt %s PHOTO -o OUT.jpg",
+             path, trainer.global_step, path)
+    return path
+
+
+def build(cfg: DictConfig) -> Run:
+    """The data, the loss, the system and the trainer from the composed config."""
     if cfg.stability.weight < 0:
         raise UserError(f"stability.weight must be 0 (off) or more, got {cfg.stability.weight}")
     if cfg.stability.noise <= 0:
@@ -114,23 +152,4 @@ def train(cfg: DictConfig) -> Path | None:
         enable_checkpointing=False,  # ResumableCheckpoints writes them
         use_distributed_sampler=False,  # EndlessSampler splits the data between ranks
     )
-    trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-
-    unreadable = len(datamodule.unreadable.files)
-    if unreadable:
-        log.warning("%d unreadable training image(s) were passed over (warned above, logged as "
-                    "data/unreadable_images)", unreadable)
-    if not trainer.is_global_zero:
-        return None
-    meta = checkpoint.style_meta(hparams, trainer.global_step)
-    if checkpoints.stopped_by is not None:
-        partial = target.with_name(f"{cfg.export.name}.partial-step{trainer.global_step}{checkpoint.SUFFIX}")
-        checkpoint.save_style(partial, system.transformer, {**meta, "partial": True})
-        raise Interrupted(checkpoints.stopped_by,
-                          f"{checkpoints.stopped_by.name}: stopped at step {trainer.global_step} of "
-                          f"{trainer.max_steps}. To resume, run the same command with ckpt_path={checkpoints.path} "
-                          f"added. The style so far is in {partial}")
-    path = checkpoint.save_style(target, system.transformer, meta)
-    log.info("exported %s (%d steps): stylize with  python stylize.py --ckpt %s PHOTO -o OUT.jpg",
-             path, trainer.global_step, path)
-    return path
+    return Run(system, datamodule, trainer, checkpoints, hparams)
