@@ -146,3 +146,16 @@ def test_decompression_bombs_are_refused_before_decoding(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="decompression bomb"):
         load_image(tmp_path / "big.png")
     assert not decoded
+
+
+def test_split_photos_holds_out_every_nth_and_never_overwrites(tmp_path):
+    from conftest import assert_user_error, run
+
+    write_images(tmp_path / "photos", 5)
+    result = run("scripts/split_photos.py", str(tmp_path / "photos"), str(tmp_path / "split"), "--every", "2")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "split" / "heldout").iterdir()) == ["img0.png", "img2.png", "img4.png"]
+    assert sorted(p.name for p in (tmp_path / "split" / "train").iterdir()) == ["img1.png", "img3.png"]
+    assert (tmp_path / "photos" / "img0.png").exists()  # copied, not moved
+    again = run("scripts/split_photos.py", str(tmp_path / "photos"), str(tmp_path / "split"))
+    assert_user_error(again, "split", "exists")

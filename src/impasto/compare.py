@@ -21,10 +21,9 @@ from .config import load_style_images
 from .errors import UserError, exit_on_user_error
 from .files import write_atomic
 from .gatys import check_finite, evaluate, optimize
-from .images import IMAGE_SUFFIXES, load_image, resize_long_side, save_atomic, to_pil, to_tensor
+from .images import IMAGE_SUFFIXES, collect_files, load_image, resize_long_side, save_atomic, to_pil, to_tensor
 from .losses import build_perceptual_loss
 from .runtime import autocast_dtype, pick_device
-from .stylize import collect_inputs
 
 COLUMNS = ["image", "method", "content", "style", "tv", "total", "seconds"]
 
@@ -88,7 +87,7 @@ def compare(args: argparse.Namespace) -> list[dict]:
     device = pick_device(args.device)
     dtype = autocast_dtype(args.precision, device)
     net, meta = load_style(args.ckpt, device)
-    photos = collect_inputs(args.inputs, IMAGE_SUFFIXES)  # photos only: Gatys has no video mode
+    photos = collect_files(args.inputs, IMAGE_SUFFIXES)  # photos only: Gatys has no video mode
     style_cfg = OmegaConf.create({"image": style_images(meta, args.style), "size": meta.get("style_size", 512),
                                   "blend": meta.get("style_blend")})
     styles, blend = load_style_images(style_cfg)

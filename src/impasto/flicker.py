@@ -14,8 +14,9 @@ import torch
 
 from .checkpoint import load_style
 from .errors import UserError, exit_on_user_error
+from .images import collect_files
 from .runtime import pick_device
-from .stylize import collect_inputs, stylizer
+from .stylize import stylizer
 from .video import VIDEO_SUFFIXES, read_frames
 
 STATIC = 2 / 255  # an input change below this is noise, not motion
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     with exit_on_user_error():
         if args.size <= 0 or args.frames < 2:
             raise UserError(f"--size must be positive and --frames 2 or more, got {args.size} and {args.frames}")
-        videos = collect_inputs(args.videos, VIDEO_SUFFIXES)
+        videos = collect_files(args.videos, VIDEO_SUFFIXES)
         device = pick_device(args.device)
         clips = {v: read_frames(v, args.size, args.frames) for v in videos}
         rows = []

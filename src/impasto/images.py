@@ -84,3 +84,20 @@ def preserve_color(stylized: torch.Tensor, content: torch.Tensor) -> torch.Tenso
     """
     luma = torch.tensor([0.299, 0.587, 0.114], device=content.device, dtype=content.dtype).view(1, 3, 1, 1)
     return content + ((stylized - content) * luma).sum(dim=1, keepdim=True)
+
+
+def collect_files(inputs: list[str], suffixes: set[str] = IMAGE_SUFFIXES) -> list[Path]:
+    """The files named, and in each folder named every file with one of `suffixes`, recursively."""
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            found = list_images(path, suffixes)
+            if not found:
+                raise UserError(f"input folder {path} holds none of {', '.join(sorted(suffixes))}")
+            paths += found
+        elif path.exists():
+            paths.append(path)
+        else:
+            raise UserError(f"input {path} does not exist: check the path")
+    return paths

@@ -15,7 +15,7 @@ import torch
 
 from .checkpoint import load_style
 from .errors import EXIT_USER_ERROR, UserError, exit_on_user_error
-from .images import (IMAGE_SUFFIXES, list_images, load_image, long_side_size, preserve_color, resize_long_side,
+from .images import (IMAGE_SUFFIXES, collect_files, load_image, long_side_size, preserve_color, resize_long_side,
                      save_atomic, to_pil, to_tensor)
 from .runtime import autocast_dtype, free_memory, pick_device
 from .video import VIDEO_SUFFIXES, check_output, is_video, stylize_video
@@ -43,23 +43,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=4, help="video frames per forward pass (default 4)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     return p.parse_args(argv)
-
-
-def collect_inputs(inputs: list[str], suffixes: set[str] = MEDIA_SUFFIXES) -> list[Path]:
-    """The files named, and in each folder named every file with one of `suffixes`, recursively."""
-    paths: list[Path] = []
-    for item in inputs:
-        path = Path(item).expanduser()
-        if path.is_dir():
-            found = list_images(path, suffixes)
-            if not found:
-                raise UserError(f"input folder {path} holds none of {', '.join(sorted(suffixes))}")
-            paths += found
-        elif path.exists():
-            paths.append(path)
-        else:
-            raise UserError(f"input {path} does not exist: check the path")
-    return paths
 
 
 def plan_outputs(inputs: list[Path], output: str | None, out_dir: str | None) -> list[Path]:
@@ -179,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         device = pick_device(args.device)
         dtype = autocast_dtype(args.precision, device)
         net, meta = load_style(args.ckpt, device)
-        inputs = collect_inputs(args.inputs)
+        inputs = collect_files(args.inputs, MEDIA_SUFFIXES)
         outputs = plan_outputs(inputs, args.output, args.out_dir)
         forward = stylizer(net, device, dtype, args.preserve_color)
         videos = sum(map(is_video, inputs))

@@ -1,0 +1,124 @@
+"""artifacts.py: how much a style's artifacts show, measured on photos across sizes.
+
+Three numbers per photo and size (long side), each the worst over the image:
+- dark_blob: instance norm's "droplet", a patch that is near black (luminance under 40/255) and flat (local std
+  under 4/255) in the output where the photo has texture (local std over 8/255): the largest share of a window of
+  1/32 of the long side that it covers. 1 where a droplet covers a window; strokes and shadows score low.
+- edge_line: a line along a border (padding). The mean change between a border's outer two pixel rows and the next
+  two, over the same between pairs of rows further in, and over the photo's own where that is above 1; the worst
+  of the four sides. About 1 or less without a line.
+- residual_peak: the largest activation leaving the residual blocks, which a droplet spikes.
+Writes a grid per style (photos down, sizes across) to look at, and prints one JSON line.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .checkpoint import load_style
+from .errors import UserError, exit_on_user_error
+from .images import IMAGE_SUFFIXES, collect_files, load_image, resize_long_side, save_atomic, to_pil, to_tensor
+
+LUMA = (0.299, 0.587, 0.114)
+
+
+def luminance(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB in [0, 1] -> (B, 1, H, W) luma in [0, 255]."""
+    return 255 * (x * torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+
+def local_std(y: torch.Tensor, size: int = 9) -> torch.Tensor:
+    mean = F.avg_pool2d(y, size, 1, size // 2, count_include_pad=False)
+    return (F.avg_pool2d(y.square(), size, 1, size // 2, count_include_pad=False) - mean.square()).clamp_min(0).sqrt()
+
+
+def dark_blob(stylized: torch.Tensor, photo: torch.Tensor) -> float:
+    """The largest share of a window (1/32 of the long side, 16 px at least) that is near black and flat in the
+    output where the photo has texture: 1 where a droplet covers a window, near 0 without one."""
+    y, x = luminance(stylized.clamp(0, 1)), luminance(photo)
+    blob = ((y < 40) & (local_std(y) < 4) & (local_std(x) > 8)).float()
+    window = min(max(16, round(max(photo.shape[-2:]) / 32)), *photo.shape[-2:])
+    return float(F.avg_pool2d(blob, window, stride=max(1, window // 4)).max())
+
+
+def border_steps(image: torch.Tensor) -> list[float]:
+    """For the top, bottom, left and right border: the change between its outer two pixel rows and the next two,
+    over the mean change between neighbouring pairs of rows further in."""
+    y = luminance(image.clamp(0, 1))[0, 0]
+    ratios = []
+    for side in (y, y.flip(0), y.T, y.T.flip(0)):  # rows counted from that border
+        pairs = side[: (side.shape[0] // 2) * 2].reshape(-1, 2, side.shape[1]).mean(1)
+        steps = (pairs[1:] - pairs[:-1]).abs().mean(1)
+        ratios.append(float(steps[0] / steps[1:].mean().clamp_min(1e-6)))
+    return ratios
+
+
+def edge_line(stylized: torch.Tensor, photo: torch.Tensor) -> float:
+    """The worst border's step in the output, over the photo's own step there where that is above 1 (a photo's
+    frame or horizon is not the network's line)."""
+    return max(out / max(1.0, own) for out, own in zip(border_steps(stylized), border_steps(photo)))
+
+
+@torch.inference_mode()
+def measure(net: torch.nn.Module, photo: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """The stylization of `photo` (1, 3, H, W) and its three artifact numbers."""
+    peaks = []
+    hook = net.residuals.register_forward_hook(lambda m, i, out: peaks.append(float(out.abs().max())))
+    try:
+        stylized = net(photo)
+    finally:
+        hook.remove()
+    return stylized, {"dark_blob": round(dark_blob(stylized, photo), 3), "edge_line": round(edge_line(stylized, photo), 3),
+                      "residual_peak": round(peaks[0], 2)}
+
+
+def grid(rows: list[list[torch.Tensor]], tile: int = 384, pad: int = 6) -> Image.Image:
+    """Images (each shown at `tile` px long side) in rows and columns on white."""
+    tiles = [[resize_long_side(to_pil(t[0]), tile) for t in row] for row in rows]
+    sheet = Image.new("RGB", (len(tiles[0]) * (tile + pad) + pad, len(tiles) * (tile + pad) + pad), "white")
+    for r, row in enumerate(tiles):
+        for c, im in enumerate(row):
+            sheet.paste(im, (pad + c * (tile + pad), pad + r * (tile + pad)))
+    return sheet
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="artifacts.py", description=__doc__.splitlines()[0])
+    p.add_argument("inputs", nargs="+", help="photos or folders, ideally never trained on")
+    p.add_argument("--ckpt", action="append", required=True, help="a style checkpoint (repeat for several)")
+    p.add_argument("--sizes", default="256,512,1024,2048", help="long sides to stylize at (comma-separated)")
+    p.add_argument("--out-dir", default="artifacts", help="where the grids go (default ./artifacts)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    with exit_on_user_error():
+        try:
+            sizes = [int(s) for s in args.sizes.split(",")]
+        except ValueError:
+            raise UserError(f"--sizes takes comma-separated integers, got {args.sizes!r}") from None
+        photos = collect_files(args.inputs, IMAGE_SUFFIXES)
+        images = [load_image(p, "input image") for p in photos]
+        report = {"sizes": sizes, "photos": [p.name for p in photos], "styles": {}}
+        for ckpt in args.ckpt:
+            net, meta = load_style(ckpt)
+            rows, worst = [], {}
+            for path, image in zip(photos, images):
+                row = []
+                for size in sizes:
+                    photo = to_tensor(resize_long_side(image, size)).unsqueeze(0)
+                    stylized, numbers = measure(net, photo)
+                    row.append(stylized.clamp(0, 1))
+                    for name, value in numbers.items():
+                        worst.setdefault(str(size), {}).setdefault(name, []).append(value)
+                rows.append(row)
+            report["styles"][Path(ckpt).name] = {
+                size: {name: {"mean": round(sum(v) / len(v), 3), "max": max(v)} for name, v in numbers.items()}
+                for size, numbers in worst.items()}
+            save_atomic(grid(rows), Path(args.out_dir) / f"grid_{Path(ckpt).stem}.jpg")
+        print(json.dumps(report))

@@ -1,0 +1,46 @@
+"""The artifact statistics find what they are named for, on images made to have it or not."""
+
+import json
+
+import torch
+from PIL import Image
+
+from conftest import run
+from impasto.artifacts import dark_blob, edge_line
+
+
+def textured(size: int = 128) -> torch.Tensor:
+    torch.manual_seed(0)
+    return (0.5 + 0.2 * torch.randn(1, 1, size, size)).clamp(0, 1).expand(1, 3, size, size).clone()
+
+
+def test_dark_blob_finds_a_flat_black_patch_on_texture_and_nothing_else():
+    photo = textured()
+    assert dark_blob(photo, photo) < 0.05
+    blob = photo.clone()
+    blob[..., 40:80, 50:90] = 0.02  # a droplet: near black, flat, where the photo has texture
+    assert dark_blob(blob, photo) > 0.95
+    shadow = photo.clone()
+    shadow[..., 40:80, 50:90] *= 0.3  # darker, but still textured: a shadow or dark strokes, not a droplet
+    assert dark_blob(shadow, photo) < 0.05
+
+
+def test_edge_line_finds_a_line_along_a_border_but_not_the_photos_own_frame():
+    photo = textured()
+    assert edge_line(photo, photo) < 1.5
+    lined = photo.clone()
+    lined[..., :2, :] = 0.0  # two dark rows along the top
+    assert edge_line(lined, photo) > 2.5
+    framed = lined.clone()  # the photo itself has that frame: the output only keeps it
+    assert edge_line(framed, framed) < 1.01
+
+
+def test_the_cli_reports_every_size_and_writes_a_grid(tmp_path, photo, tiny_ckpt):
+    result = run("scripts/artifacts.py", "--ckpt", str(tiny_ckpt), str(photo), "--sizes", "32,64",
+                 "--out-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    numbers = report["styles"]["tiny.safetensors"]
+    assert set(numbers) == {"32", "64"} and set(numbers["64"]) == {"dark_blob", "edge_line", "residual_peak"}
+    with Image.open(tmp_path / "grid_tiny.jpg") as grid:
+        assert grid.width > grid.height  # one photo down, two sizes across
