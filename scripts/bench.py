@@ -202,8 +202,8 @@ def bench_train(args) -> dict:
 def bench_stylize(args) -> dict:
     """stylize.py's forward pass, fp32 and --precision's choice (default auto) in one run."""
     from impasto.checkpoint import load_style
+    from impasto.inference import stylizer
     from impasto.runtime import autocast_dtype, pick_device, sync
-    from impasto.stylize import stylizer
     from impasto.transformer import TransformerNet
 
     device = pick_device(args.device)

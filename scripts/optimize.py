@@ -1,6 +1,6 @@
 """Gatys et al.'s slow method, the reference baseline: python scripts/optimize.py style=starry_night content=photo.jpg
 
-Options (see conf/optimize.yaml): optim=adam, steps=500, init=noise|color, size=1024, scales=[256,512,1024],
+Options (see conf/optimize.yaml): solver=adam, steps=500, init=noise|color, size=1024, scales=[256,512,1024],
 preserve_color=true, reconstruct=content|style layer=relu3_1, 'style.image=[a.jpg,b.jpg]' style.blend=[0.7,0.3].
 """
 
@@ -19,7 +19,7 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="optimize")
 def main(cfg: DictConfig) -> None:
-    from impasto.optimize import run
+    from impasto.baseline import run
 
     with exit_on_user_error():
         run(cfg, Path(HydraConfig.get().runtime.output_dir))

@@ -9,6 +9,16 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked gpu are skipped, with the reason shown, where torch sees no CUDA GPU."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU: run `python -m pytest -m gpu` on a machine with one")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 def run(*args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run a repo script (train.py, stylize.py, scripts/…) as a user would, in a subprocess."""
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
@@ -38,10 +48,10 @@ def photo(tmp_path) -> Path:
 @pytest.fixture
 def tiny_ckpt(tmp_path) -> Path:
     """An untrained, tiny style checkpoint: enough for stylize.py's argument and file handling."""
+    from omegaconf import OmegaConf
+
     from impasto.checkpoint import save_style
     from impasto.transformer import TransformerConfig, TransformerNet
-
-    from omegaconf import OmegaConf
 
     net = TransformerNet(TransformerConfig(widths=(4, 8, 8), residual_blocks=1))
     loss = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "loss" / "gatys.yaml"))

@@ -41,6 +41,8 @@ def test_the_cli_reports_every_size_and_writes_a_grid(tmp_path, photo, tiny_ckpt
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     numbers = report["styles"]["tiny.safetensors"]
-    assert set(numbers) == {"32", "64"} and set(numbers["64"]) == {"dark_blob", "edge_line", "residual_peak"}
+    assert set(numbers["summary"]) == {"32", "64"}
+    assert set(numbers["summary"]["64"]) == {"dark_blob", "edge_line", "residual_peak"}
+    assert set(numbers["photos"]["photo.png"]) == {"32", "64"}
     with Image.open(tmp_path / "grid_tiny.jpg") as grid:
         assert grid.width > grid.height  # one photo down, two sizes across

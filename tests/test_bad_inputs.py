@@ -151,18 +151,18 @@ def test_non_finite_weights_are_neither_written_nor_read(tmp_path, photo):
 
 def test_optimize_stops_on_a_non_finite_loss_and_writes_nothing(tmp_path, photo):
     out = tmp_path / "out.png"
-    result = run("scripts/optimize.py", f"content={photo}", "size=32", "steps=5", "optim=adam", "optim.lr=1e30",
+    result = run("scripts/optimize.py", f"content={photo}", "size=32", "steps=5", "solver=adam", "solver.lr=1e30",
                  "log_every_n_steps=1", f"output={out}", f"hydra.run.dir={tmp_path / 'run'}", "style.size=64")
-    assert_user_error(result, "not finite", "optim.lr")
+    assert_user_error(result, "not finite", "solver.lr")
     assert not out.exists()
 
 
 def test_compare_stops_on_a_non_finite_loss(tmp_path, photo):
+    from omegaconf import OmegaConf
+
+    from conftest import ROOT
     from impasto.checkpoint import save_style
     from impasto.transformer import TransformerConfig, TransformerNet
-
-    from omegaconf import OmegaConf
-    from conftest import ROOT
 
     net = TransformerNet(TransformerConfig(widths=(4, 8, 8), residual_blocks=1))
     with torch.no_grad():
@@ -174,3 +174,9 @@ def test_compare_stops_on_a_non_finite_loss(tmp_path, photo):
     result = run("scripts/compare.py", "--ckpt", str(ckpt), str(photo), "--size", "32", "--steps", "2",
                  "--out-dir", str(tmp_path / "cmp"))
     assert_user_error(result, "photo.png, fast network", "not finite")
+
+
+def test_optim_means_trainings_settings_and_is_not_an_option(tmp_path):
+    common = [f"paths.checkpoint_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'r'}"]
+    assert_user_error(run("train.py", "optim=adam", *common), "optim.lr", "solver=adam")
+    assert not list(tmp_path.glob("*.safetensors"))

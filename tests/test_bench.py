@@ -3,7 +3,11 @@ Its numbers are measured on a GPU, never asserted here."""
 
 import json
 
+import pytest
+
 from conftest import ROOT, run
+
+pytestmark = pytest.mark.slow  # trains or runs a script in a subprocess
 
 
 def test_train_bench_times_train_pys_run_and_reports_every_row():

@@ -2,18 +2,25 @@ import itertools
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
-from impasto.data import (EMBEDDED_PHOTOS, EndlessSampler, ImageDataModule, UnreadableImages, build_train_dataset,
-                          load_preview)
+from impasto.data import (
+    EMBEDDED_PHOTOS,
+    EndlessSampler,
+    ImageDataModule,
+    UnreadableImages,
+    build_train_dataset,
+    load_preview,
+)
 from impasto.errors import UserError
-from omegaconf import OmegaConf
 
 
 def data_cfg(**kw):
     base = {"source": "folder", "root": None, "size": 32, "max_zoom": 1.5, "embedded_max_zoom": 2.0, "batch_size": 2,
             "num_workers": 0, "preview_dir": None, "path": None, "name": None, "split": "train",
-            "image_column": "image", "streaming": False, "shuffle_buffer": 8, "max_bad_fraction": 0.5}
+            "image_column": "image", "streaming": False, "shuffle_buffer": 8, "max_bad_fraction": 0.5,
+            "set_name": None}
     return OmegaConf.create({**base, **kw})
 
 
@@ -28,7 +35,9 @@ def test_folder_is_recursive_and_crops_at_training_size(tmp_path):
     write_images(tmp_path / "a" / "b", 3)
     (tmp_path / "a" / "notes.txt").write_text("not an image")
     dataset, description = build_train_dataset(data_cfg(root=str(tmp_path / "a")))
-    assert len(dataset) == 5 and "5 images" in description
+    assert len(dataset) == 5 and description == "folder a (5 images)"  # no machine's path: it goes into exports
+    _, named = build_train_dataset(data_cfg(root=str(tmp_path / "a"), set_name="five-test-images"))
+    assert named == "folder five-test-images (5 images)"
     batch, passed_over = next(iter(ImageDataModule(dataset, 2, 0).train_dataloader()))
     assert batch.shape == (2, 3, 32, 32) and 0 <= batch.min() and batch.max() <= 1 and passed_over == [[], []]
 

@@ -1,9 +1,12 @@
 """DDP on the CPU (gloo), as a user runs it: train.py in a subprocess, which Lightning relaunches once per rank."""
 
+import pytest
 import torch
 
 from conftest import run
 from impasto.checkpoint import read_meta
+
+pytestmark = pytest.mark.slow  # trains or runs a script in a subprocess
 
 TINY = ["experiment=quickstart", "data.size=64", "data.num_workers=0", "style.size=96", "model.widths=[8,16,16]",
         "model.residual_blocks=1", "trainer.log_every_n_steps=1", "log.preview_every_n_steps=0",

@@ -7,6 +7,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import run
 
+pytestmark = pytest.mark.slow  # trains or runs a script in a subprocess
+
 TINY = ["experiment=quickstart", "data.size=64", "data.batch_size=2", "data.num_workers=0", "style.size=96",
         "model.widths=[8,16,16]", "model.residual_blocks=1", "trainer.max_steps=4", "trainer.log_every_n_steps=1",
         "trainer.checkpoint_every_n_steps=2", "log.preview_every_n_steps=2", "trainer.enable_progress_bar=false"]
@@ -48,12 +50,15 @@ def test_lightning_checkpoint_is_resumable_and_has_no_vgg(trained):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     from impasto.checkpoint import read_meta
 
-    assert read_meta(tmp / "ck2" / "starry_night.quickstart.safetensors")["steps"] == 6
+    meta = read_meta(tmp / "ck2" / "starry_night.quickstart.safetensors")
+    assert meta["steps"] == 6
+    # named the same on every machine: the shipped painting by its asset name, the data by its name
+    assert meta["style_image"] == "asset:styles/starry_night.jpg" and meta["data"] == "embedded photos (19 images)"
 
 
 def test_export_script_reproduces_the_trainings_export(trained, tmp_path):
-    from impasto.checkpoint import load_style, read_meta
     from conftest import assert_user_error
+    from impasto.checkpoint import load_style, read_meta
 
     tmp, _ = trained
     out = tmp_path / "again.safetensors"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from impasto.errors import UserError
-from impasto.gatys import DeviceLBFGS, evaluate, initial_image, optimize
+from impasto.gatys import DeviceLBFGS, evaluate, initial_image, optimize_pixels
 from impasto.images import preserve_color
 from impasto.losses import PerceptualLoss
 from impasto.vgg import LossNetwork
@@ -35,12 +35,12 @@ def content():
 def test_every_optimizer_and_init_lowers_the_loss(loss, content, optimizer, init):
     start = initial_image(content, init)
     before = evaluate(loss, start, content)["total"]
-    after = evaluate(loss, optimize(loss, content, start, 15, optimizer), content)["total"]
+    after = evaluate(loss, optimize_pixels(loss, content, start, 15, optimizer), content)["total"]
     assert after < before
 
 
 def test_device_lbfgs_matches_torch_lbfgs(loss, content):
-    ours = optimize(loss, content, content, 10, "lbfgs")
+    ours = optimize_pixels(loss, content, content, 10, "lbfgs")
     x = content.clone().requires_grad_(True)
     opt = torch.optim.LBFGS([x], lr=1.0, max_iter=1, history_size=100)
     targets = loss.content_targets(content)
@@ -91,7 +91,7 @@ def test_device_lbfgs_solves_a_quadratic():
     assert x.norm() < 1e-3
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU: run this file on one")
+@pytest.mark.gpu
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
 def test_cuda_graph_replays_the_eager_steps(loss, content, optimizer):
     """The captured step, replayed, takes the same steps as the eager loop and refreshes the terms it hands out."""
@@ -99,7 +99,7 @@ def test_cuda_graph_replays_the_eager_steps(loss, content, optimizer):
     runs = {}
     for graphed in (False, True):
         totals = []
-        image = optimize(loss, content, content, 12, optimizer, cuda_graph=graphed,
+        image = optimize_pixels(loss, content, content, 12, optimizer, cuda_graph=graphed,
                          on_step=lambda step, terms, image: totals.append(float(terms["total"])))
         runs[graphed] = image, totals
     torch.testing.assert_close(runs[True][0], runs[False][0], rtol=1e-3, atol=1e-3)
@@ -109,7 +109,7 @@ def test_cuda_graph_replays_the_eager_steps(loss, content, optimizer):
 
 def test_cuda_graph_needs_a_cuda_device(loss, content):
     with pytest.raises(UserError, match="CUDA graphs need a CUDA device"):
-        optimize(loss, content, content, 2, cuda_graph=True)
+        optimize_pixels(loss, content, content, 2, cuda_graph=True)
 
 
 def test_content_reconstruction_converges_toward_the_content_features(content):
@@ -117,7 +117,7 @@ def test_content_reconstruction_converges_toward_the_content_features(content):
     loss = PerceptualLoss(network, {"relu2_2": 1.0}, {}, 1.0, 0.0, 0.0)  # style weight 0: content only
     start = initial_image(content, "color")
     before = evaluate(loss, start, content)["content"]
-    after = evaluate(loss, optimize(loss, content, start, 60), content)["content"]
+    after = evaluate(loss, optimize_pixels(loss, content, start, 60), content)["content"]
     assert after < 0.1 * before
 
 

@@ -80,7 +80,7 @@ def test_style_term_uses_the_energy_stored_with_the_targets(random_loss):
 
 
 def test_stability_term_is_one_for_passing_noise_through_and_zero_for_ignoring_it():
-    from impasto.system import stability_loss
+    from impasto.losses import stability_loss
 
     torch.manual_seed(0)
     x, sigma = torch.rand(2, 3, 64, 64), 0.02

@@ -3,9 +3,12 @@
 import csv
 import json
 
+import pytest
 from PIL import Image
 
 from conftest import assert_user_error, run
+
+pytestmark = pytest.mark.slow  # trains or runs a script in a subprocess
 
 TINY = ["size=40", "style.size=64", "log_every_n_steps=2"]
 
@@ -29,7 +32,7 @@ def test_optimize_writes_image_tensorboard_and_metrics(tmp_path, photo):
 def test_reconstruction_and_multiscale_and_adam(tmp_path, photo):
     out = tmp_path / "style_only.png"
     result = run("scripts/optimize.py", f"content={photo}", "steps=2", *TINY, "reconstruct=style", "layer=relu2_1",
-                 "init=noise", "optim=adam", "scales=[24,40]", f"output={out}", f"hydra.run.dir={tmp_path / 'r'}")
+                 "init=noise", "solver=adam", "scales=[24,40]", f"output={out}", f"hydra.run.dir={tmp_path / 'r'}")
     assert result.returncode == 0, result.stderr[-2000:]
     with Image.open(out) as im:
         assert max(im.size) == 40

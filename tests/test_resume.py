@@ -17,6 +17,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from conftest import ROOT, assert_user_error, run
 from impasto.checkpoint import load_style, read_meta
 
+pytestmark = pytest.mark.slow  # trains or runs a script in a subprocess
+
 STEPS = 30
 TINY = ["experiment=quickstart", "data.size=64", "data.batch_size=2", "style.size=96", "model.widths=[8,16,16]",
         "model.residual_blocks=1", "trainer.log_every_n_steps=1", "trainer.checkpoint_every_n_steps=4",

@@ -6,8 +6,8 @@ from conftest import ROOT, run
 from impasto import ASSETS
 from impasto.checkpoint import load_style
 from impasto.images import load_image, resize_long_side, to_tensor
+from impasto.inference import stylizer
 from impasto.runtime import autocast_dtype
-from impasto.stylize import stylizer
 
 
 def test_bf16_stylization_matches_fp32_within_a_few_levels():

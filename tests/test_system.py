@@ -6,8 +6,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from impasto.losses import PerceptualLoss
 from impasto.callbacks import LossProgressBar
+from impasto.losses import PerceptualLoss
 from impasto.system import StyleTransferSystem
 from impasto.transformer import TransformerConfig, TransformerNet
 from impasto.vgg import LossNetwork
@@ -18,7 +18,7 @@ def tiny_system() -> StyleTransferSystem:
     loss = PerceptualLoss(LossNetwork(["relu1_1", "relu2_2"], weights="random"), {"relu2_2": 1.0},
                           {"relu1_1": 1.0}, 1.0, 1.0, 1.0)
     loss.set_style([torch.rand(1, 3, 32, 32)])
-    return StyleTransferSystem(TransformerNet(TransformerConfig(widths=(4, 8, 8), residual_blocks=1)), loss, 1e-3)
+    return StyleTransferSystem(TransformerNet(TransformerConfig(widths=(4, 8, 8), residual_blocks=1)), loss, lr=1e-3)
 
 
 @pytest.mark.parametrize("clip", [None, 1.0])

@@ -10,7 +10,7 @@ import torch
 from conftest import ROOT, assert_user_error, run
 from impasto.checkpoint import load_style
 from impasto.images import to_tensor
-from impasto.stylize import stylizer
+from impasto.inference import stylizer
 from impasto.video import FrameTimes, read_frames, stylize_video
 
 SHIPPED = ROOT / "checkpoints" / "starry_night.safetensors"

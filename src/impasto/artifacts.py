@@ -72,17 +72,20 @@ def measure(net: torch.nn.Module, photo: torch.Tensor) -> tuple[torch.Tensor, di
         stylized = net(photo)
     finally:
         hook.remove()
-    return stylized, {"dark_blob": round(dark_blob(stylized, photo), 3), "edge_line": round(edge_line(stylized, photo), 3),
-                      "residual_peak": round(peaks[0], 2)}
+    return stylized, {"dark_blob": round(dark_blob(stylized, photo), 3),
+                      "edge_line": round(edge_line(stylized, photo), 3), "residual_peak": round(peaks[0], 2)}
 
 
 def grid(rows: list[list[torch.Tensor]], tile: int = 384, pad: int = 6) -> Image.Image:
-    """Images (each shown at `tile` px long side) in rows and columns on white."""
+    """Images (each shown at `tile` px long side) in rows and columns on white, each row as tall as its tallest."""
     tiles = [[resize_long_side(to_pil(t[0]), tile) for t in row] for row in rows]
-    sheet = Image.new("RGB", (len(tiles[0]) * (tile + pad) + pad, len(tiles) * (tile + pad) + pad), "white")
-    for r, row in enumerate(tiles):
+    heights = [max(im.height for im in row) for row in tiles]
+    sheet = Image.new("RGB", (len(tiles[0]) * (tile + pad) + pad, sum(heights) + pad * (len(tiles) + 1)), "white")
+    top = pad
+    for row, height in zip(tiles, heights):
         for c, im in enumerate(row):
-            sheet.paste(im, (pad + c * (tile + pad), pad + r * (tile + pad)))
+            sheet.paste(im, (pad + c * (tile + pad), top))
+        top += height + pad
     return sheet
 
 
@@ -107,18 +110,19 @@ def main(argv: list[str] | None = None) -> None:
         report = {"sizes": sizes, "photos": [p.name for p in photos], "styles": {}}
         for ckpt in args.ckpt:
             net, meta = load_style(ckpt)
-            rows, worst = [], {}
+            rows, per_photo, by_size = [], {}, {}
             for path, image in zip(photos, images):
                 row = []
                 for size in sizes:
                     photo = to_tensor(resize_long_side(image, size)).unsqueeze(0)
                     stylized, numbers = measure(net, photo)
                     row.append(stylized.clamp(0, 1))
+                    per_photo.setdefault(path.name, {})[str(size)] = numbers
                     for name, value in numbers.items():
-                        worst.setdefault(str(size), {}).setdefault(name, []).append(value)
+                        by_size.setdefault(str(size), {}).setdefault(name, []).append(value)
                 rows.append(row)
-            report["styles"][Path(ckpt).name] = {
-                size: {name: {"mean": round(sum(v) / len(v), 3), "max": max(v)} for name, v in numbers.items()}
-                for size, numbers in worst.items()}
+            summary = {size: {name: {"mean": round(sum(v) / len(v), 3), "max": max(v)} for name, v in numbers.items()}
+                       for size, numbers in by_size.items()}
+            report["styles"][Path(ckpt).name] = {"summary": summary, "photos": per_photo}
             save_atomic(grid(rows), Path(args.out_dir) / f"grid_{Path(ckpt).stem}.jpg")
         print(json.dumps(report))

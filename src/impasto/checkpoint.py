@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from . import ASSETS, __version__
 from .errors import UserError
 from .files import write_atomic
 from .transformer import TransformerConfig, TransformerNet
@@ -86,6 +86,22 @@ def load_weights_into(transformer: TransformerNet, path: str | os.PathLike) -> N
     transformer.load_state_dict(source.state_dict())
 
 
+ASSET_PREFIX = "asset:"  # a style image shipped with impasto, named relative to its assets: the same on every machine
+
+
+def asset_name(path: str) -> str:
+    """`asset:styles/NAME.jpg` for an image inside impasto's assets; any other path as it is."""
+    try:
+        return ASSET_PREFIX + Path(path).resolve().relative_to(ASSETS.resolve()).as_posix()
+    except ValueError:
+        return path
+
+
+def asset_path(name: str) -> str:
+    """The file that asset_name named, on this machine."""
+    return str(ASSETS / name.removeprefix(ASSET_PREFIX)) if name.startswith(ASSET_PREFIX) else name
+
+
 def style_meta(hparams: dict, steps: int) -> dict:
     """The export's metadata, from the run's resolved config (as saved in its hyperparameters)."""
     images = hparams["style"]["image"]
@@ -93,7 +109,7 @@ def style_meta(hparams: dict, steps: int) -> dict:
     blend = hparams["style"].get("blend") or [1.0] * count
     return {
         "style": hparams["style"]["name"],
-        "style_image": images,
+        "style_image": asset_name(images) if isinstance(images, str) else [asset_name(i) for i in images],
         "style_size": hparams["style"]["size"],
         "style_blend": [w / sum(blend) for w in blend],
         "steps": steps,

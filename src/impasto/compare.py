@@ -15,12 +15,11 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image, ImageDraw
 
-from . import ASSETS
-from .checkpoint import load_style
+from .checkpoint import asset_path, load_style
 from .config import load_style_images
 from .errors import UserError, exit_on_user_error
 from .files import write_atomic
-from .gatys import check_finite, evaluate, optimize
+from .gatys import check_finite, evaluate, optimize_pixels
 from .images import IMAGE_SUFFIXES, collect_files, load_image, resize_long_side, save_atomic, to_pil, to_tensor
 from .losses import build_perceptual_loss
 from .runtime import autocast_dtype, pick_device
@@ -52,15 +51,13 @@ def parse_steps(text: str) -> list[int]:
 
 
 def style_images(meta: dict, override: list[str] | None) -> list[str]:
-    """The checkpoint's style images, found again on this machine when they were shipped with impasto."""
+    """The checkpoint's style images: impasto's own (asset:...) wherever it is installed, others where they were."""
     if override:
         return override
     recorded = meta.get("style_image")
     paths = [recorded] if isinstance(recorded, str) else list(recorded or [])
     found = []
-    for path in paths:
-        if not Path(path).exists() and "/impasto/assets/" in path:
-            path = str(ASSETS / path.split("/impasto/assets/", 1)[1])
+    for path in map(asset_path, paths):
         if not Path(path).exists():
             raise UserError(f"style image {path} recorded in the checkpoint is not on this machine: pass --style PATH")
         found.append(path)
@@ -114,7 +111,7 @@ def compare(args: argparse.Namespace) -> list[dict]:
             if step in steps:
                 snapshots[step] = (image.detach().clone(), time.perf_counter() - start)
 
-        optimize(loss, content, content, steps[-1], "lbfgs", 1.0, dtype, on_step)
+        optimize_pixels(loss, content, content, steps[-1], "lbfgs", 1.0, dtype, on_step)
         for n in steps:
             image, seconds = snapshots[n]
             terms = evaluate(loss, image.clamp(0, 1), content)

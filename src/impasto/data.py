@@ -175,7 +175,8 @@ def _load_hf(cfg) -> "object":
 
 
 def build_train_dataset(cfg) -> tuple[Dataset, str]:
-    """The training dataset for the `data` config and a one-line description of where it comes from."""
+    """The training dataset for the `data` config and a one-line description of it that names no machine's paths
+    (it goes into the export): the source, `data.set_name` or the folder's name, and the count."""
     crop = RandomScaleCrop(cfg.size, cfg.max_zoom)
     source = cfg.source
     if source == "auto":
@@ -190,19 +191,22 @@ def build_train_dataset(cfg) -> tuple[Dataset, str]:
             crop = RandomScaleCrop(cfg.size, cfg.embedded_max_zoom)  # as data=embedded crops them
     if source == "embedded":
         paths = list_images(EMBEDDED_PHOTOS)
-        return ImageFiles(paths, crop), f"embedded photos ({len(paths)} images, {EMBEDDED_PHOTOS})"
+        return ImageFiles(paths, crop), f"embedded photos ({len(paths)} images)"
     if source in ("coco", "folder"):
         root = Path(cfg.root).expanduser()
         hint = ("run scripts/download_coco.sh or set data.root" if source == "coco"
                 else "set data.root to a folder of training photos")
         paths = _folder_images(root, "data folder", hint)
-        return ImageFiles(paths, crop), f"{source} ({len(paths)} images, {root})"
+        log.info("training images from %s", root)
+        return ImageFiles(paths, crop), f"{source} {cfg.get('set_name') or root.name} ({len(paths)} images)"
     if source == "hf":
         ds = _load_hf(cfg)
+        local = Path(str(cfg.path)).expanduser()
+        name = cfg.get("set_name") or (local.name if local.is_dir() else cfg.path)  # a hub id names itself
         if cfg.streaming:
             stream = HFStream(ds, cfg.image_column, crop, seed=0, buffer_size=cfg.shuffle_buffer)
-            return stream, f"hf {cfg.path} [{cfg.split}] (streamed)"
-        return HFImages(ds, cfg.image_column, crop), f"hf {cfg.path} [{cfg.split}] ({len(ds)} images)"
+            return stream, f"hf {name} [{cfg.split}] (streamed)"
+        return HFImages(ds, cfg.image_column, crop), f"hf {name} [{cfg.split}] ({len(ds)} images)"
     raise UserError(f"unknown data.source {source!r}: use auto, embedded, coco, folder or hf")
 
 

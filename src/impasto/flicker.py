@@ -15,8 +15,8 @@ import torch
 from .checkpoint import load_style
 from .errors import UserError, exit_on_user_error
 from .images import collect_files
+from .inference import stylizer
 from .runtime import pick_device
-from .stylize import stylizer
 from .video import VIDEO_SUFFIXES, read_frames
 
 STATIC = 2 / 255  # an input change below this is noise, not motion

@@ -112,10 +112,10 @@ class DeviceLBFGS:
 GRAPH_WARMUP_STEPS = 3  # eager steps before a capture: L-BFGS's first step differs, and cuDNN autotunes on them
 
 
-def optimize(loss: PerceptualLoss, content: torch.Tensor, start: torch.Tensor, steps: int, optimizer: str = "lbfgs",
-             lr: float | None = None, autocast_dtype: torch.dtype | None = None,
-             on_step: Callable[[int, dict[str, torch.Tensor], torch.Tensor], None] | None = None,
-             cuda_graph: bool = False) -> torch.Tensor:
+def optimize_pixels(loss: PerceptualLoss, content: torch.Tensor, start: torch.Tensor, steps: int,
+                    optimizer: str = "lbfgs", lr: float | None = None, autocast_dtype: torch.dtype | None = None,
+                    on_step: Callable[[int, dict[str, torch.Tensor], torch.Tensor], None] | None = None,
+                    cuda_graph: bool = False) -> torch.Tensor:
     """Run `steps` optimizer steps on the pixels of `start`; returns the image (not clamped).
 
     One loss and gradient evaluation a step for both optimizers. `on_step(step, terms, image)` sees each step's

@@ -61,6 +61,13 @@ def tv_loss(image: torch.Tensor) -> torch.Tensor:
         return (x[..., 1:, :] - x[..., :-1, :]).square().mean() + (x[..., :, 1:] - x[..., :, :-1]).square().mean()
 
 
+def stability_loss(stylized: torch.Tensor, stylized_noisy: torch.Tensor, noise_std: float) -> torch.Tensor:
+    """How much input noise of std σ moves the output, as mean squared change / σ²: 1 for a network that passes
+    the noise through unchanged, 0 for one that ignores it. Frame-to-frame noise is what makes video flicker."""
+    with torch.autocast(stylized.device.type, enabled=False):
+        return (stylized_noisy.float() - stylized.float()).square().mean() / noise_std**2
+
+
 class PerceptualLoss(nn.Module):
     """Holds the loss network and the style's target Grams; returns every weighted term and the total."""
 

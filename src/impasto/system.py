@@ -7,25 +7,23 @@ import pytorch_lightning as pl
 import torch
 from torchvision.utils import make_grid
 
-from .losses import PerceptualLoss
+from .losses import PerceptualLoss, stability_loss
 from .runtime import conv_memory_format
 from .transformer import TransformerNet
 
 LOSS_NETWORK_PREFIX = "loss.network."
 
 
-def stability_loss(stylized: torch.Tensor, stylized_noisy: torch.Tensor, noise_std: float) -> torch.Tensor:
-    """How much input noise of std σ moves the output, as mean squared change / σ²: 1 for a network that passes
-    the noise through unchanged, 0 for one that ignores it. Frame-to-frame noise is what makes video flicker."""
-    with torch.autocast(stylized.device.type, enabled=False):
-        return (stylized_noisy.float() - stylized.float()).square().mean() / noise_std**2
-
-
 class StyleTransferSystem(pl.LightningModule):
-    def __init__(self, transformer: TransformerNet, loss: PerceptualLoss, lr: float,
+    """Trains `transformer` to minimise `loss`, with Adam at `lr`. `preview`: fixed photos shown in TensorBoard every
+    `preview_every_n_steps`. `stability_weight`/`stability_noise`: the video stability term (off at 0). `seed`: the
+    stability noise's, per step. `run_config`: the run's resolved config, saved as the hyperparameters, where
+    TensorBoard shows it and scripts/export.py reads a style's metadata back from a Lightning checkpoint."""
+
+    def __init__(self, transformer: TransformerNet, loss: PerceptualLoss, *, lr: float,
                  preview: torch.Tensor | None = None, preview_every_n_steps: int = 500,
-                 hparams: dict | None = None, stability_weight: float = 0.0, stability_noise: float = 0.02,
-                 seed: int = 0):
+                 stability_weight: float = 0.0, stability_noise: float = 0.02, seed: int = 0,
+                 run_config: dict | None = None):
         super().__init__()
         self.transformer = transformer
         self.loss = loss
@@ -34,8 +32,8 @@ class StyleTransferSystem(pl.LightningModule):
         self.stability_noise = stability_noise
         self.preview_every_n_steps = preview_every_n_steps
         self.register_buffer("preview", preview, persistent=False)
-        if hparams:
-            self.save_hyperparameters(hparams)
+        if run_config:
+            self.save_hyperparameters(run_config)
         self.seed = seed
         self._clock: tuple[float, int] | None = None
         self.last_loss: torch.Tensor | None = None

@@ -72,6 +72,9 @@ class Run:
 
 def train(cfg: DictConfig) -> Path | None:
     """Fit a style; returns the exported checkpoint's path (on rank 0; None elsewhere)."""
+    if not OmegaConf.is_dict(cfg.optim):  # `optim=adam`, meant for the Gatys baseline, replaces the settings
+        raise UserError(f"optim holds training's optimizer settings (optim.lr=...), not an option ({cfg.optim!r}); "
+                        "the Gatys baseline's optimizer is scripts/optimize.py solver=adam")
     target = export_path(cfg)
     if target.exists() and not cfg.export.overwrite:
         raise UserError(f"{target} exists and would be overwritten: pass export.overwrite=true to replace it, "
@@ -126,8 +129,10 @@ def build(cfg: DictConfig) -> Run:
     preview = load_preview(cfg.data.preview_dir, cfg.data.size) if cfg.log.preview_every_n_steps else None
     hparams = OmegaConf.to_container(cfg, resolve=True)
     hparams["data_description"] = data_description
-    system = StyleTransferSystem(transformer, loss, cfg.optim.lr, preview, cfg.log.preview_every_n_steps, hparams,
-                                 cfg.stability.weight, cfg.stability.noise, seed=cfg.seed)
+    system = StyleTransferSystem(transformer, loss, lr=cfg.optim.lr, preview=preview,
+                                 preview_every_n_steps=cfg.log.preview_every_n_steps,
+                                 stability_weight=cfg.stability.weight, stability_noise=cfg.stability.noise,
+                                 seed=cfg.seed, run_config=hparams)
 
     output_dir = Path(cfg.paths.output_dir)
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)

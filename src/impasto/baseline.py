@@ -7,13 +7,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 from .config import load_style_images
 from .errors import UserError
 from .files import write_atomic
-from .gatys import check_finite, evaluate, initial_image, optimize
+from .gatys import check_finite, evaluate, initial_image, optimize_pixels
 from .images import load_image, preserve_color, resize_long_side, save_atomic, to_pil, to_tensor
 from .losses import build_perceptual_loss
 from .runtime import autocast_dtype, pick_device, sync
@@ -54,8 +54,8 @@ def output_path(cfg: DictConfig) -> Path:
 
 
 def divergence_advice(cfg: DictConfig) -> str:
-    return (f"nothing is written. Lower the step size optim.lr={cfg.optim.lr} ({cfg.optim.name}) or the loss weights "
-            f"(loss.style_weight={cfg.loss.style_weight}), or use precision=fp32")
+    return (f"nothing is written. Lower the step size solver.lr={cfg.solver.lr} ({cfg.solver.name}) or the loss "
+            f"weights (loss.style_weight={cfg.loss.style_weight}), or use precision=fp32")
 
 
 def run(cfg: DictConfig, log_dir: Path | None = None) -> dict:
@@ -115,7 +115,7 @@ def run(cfg: DictConfig, log_dir: Path | None = None) -> dict:
                         writer.add_scalar(f"loss/{name}", value, done + step)
                     writer.add_image("image", current.detach()[0].clamp(0, 1).float().cpu(), done + step)
 
-        image = optimize(loss, content, start, cfg.steps, cfg.optim.name, cfg.optim.lr, dtype, on_step,
+        image = optimize_pixels(loss, content, start, cfg.steps, cfg.solver.name, cfg.solver.lr, dtype, on_step,
                          cfg.cuda_graph)
         done += cfg.steps
     bar.close()
@@ -129,12 +129,12 @@ def run(cfg: DictConfig, log_dir: Path | None = None) -> dict:
         result = preserve_color(result, content).clamp(0, 1)
     save_atomic(to_pil(result[0]), out)
     if writer is not None:
-        writer.add_hparams({"steps": cfg.steps, "size": scales[-1], "optimizer": cfg.optim.name,
+        writer.add_hparams({"steps": cfg.steps, "size": scales[-1], "optimizer": cfg.solver.name,
                             "precision": "bf16" if dtype else "fp32"}, {f"final/{k}": v for k, v in terms.items()})
         writer.close()
     timings["finish_s"] = time.perf_counter() - started - sum(timings.values())  # fp32 evaluation, the PNG
     metrics = {"output": str(out), "final_loss": terms, "steps": cfg.steps, "scales": scales,
-               "optimizer": cfg.optim.name, "precision": "bf16" if dtype else "fp32", "device": str(device),
+               "optimizer": cfg.solver.name, "precision": "bf16" if dtype else "fp32", "device": str(device),
                "cuda_graph": bool(cfg.cuda_graph),
                "seconds_in_run": round(sum(timings.values()), 3),
                "timings": {k: round(v, 3) for k, v in timings.items()}}
