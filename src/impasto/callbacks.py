@@ -2,7 +2,6 @@
 diverged run, and the progress bar. Each reads the device only every `check_every_n_steps` steps: on a GPU every
 read is a host sync, which drains the queue of launched work."""
 
-import logging
 import os
 import signal
 import threading
@@ -15,8 +14,6 @@ from pytorch_lightning.callbacks import Callback, TQDMProgressBar
 
 from .errors import UserError
 from .files import fsync
-
-log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl+C; what clusters and `kill` send before they kill
 
