@@ -125,3 +125,20 @@ def test_init_from_starts_from_an_exported_style(trained, tmp_path):
     for a, b in zip(load_style(source)[0].state_dict().values(), load_style(tuned)[0].state_dict().values()):
         torch.testing.assert_close(a, b)
     assert read_meta(tuned)["init_from"] == str(source)
+
+
+def test_a_sweep_over_styles_and_loss_weights_runs_and_exports_every_job(tmp_path):
+    from impasto.checkpoint import read_meta
+
+    tiny = [a for a in TINY if not a.startswith("trainer.max_steps")] + ["trainer.max_steps=1"]
+    styles = run("train.py", "-m", "style=starry_night,the_scream", *tiny, f"paths.checkpoint_dir={tmp_path / 'a'}",
+                 f"hydra.sweep.dir={tmp_path / 'sweep_a'}")
+    assert styles.returncode == 0, styles.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["starry_night.quickstart.safetensors",
+                                                                   "the_scream.quickstart.safetensors"]
+    weights = run("train.py", "-m", "loss.style_weight=1,4", *tiny, f"paths.checkpoint_dir={tmp_path / 'b'}",
+                  f"hydra.sweep.dir={tmp_path / 'sweep_b'}")
+    assert weights.returncode == 0, weights.stderr[-3000:]
+    exports = sorted((tmp_path / "b").iterdir())  # one name per job, each recording its own weight
+    assert [p.name for p in exports] == [f"starry_night.quickstart-{job}.safetensors" for job in (0, 1)]
+    assert [read_meta(p)["loss"]["style_weight"] for p in exports] == [1, 4]

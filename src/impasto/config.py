@@ -28,6 +28,12 @@ def rewrite_style_override(argv: list[str], conf_dir: Path = CONF_DIR) -> list[s
     if not names or (conf_dir / "style" / f"{names[-1]}.yaml").exists():
         return argv
     name = names[-1]
+    if "," in name:  # a sweep (-m style=a,b): every style in it must have its YAML
+        unknown = [n for n in name.split(",") if not (conf_dir / "style" / f"{n}.yaml").exists()]
+        if unknown:
+            raise UserError(f"unknown style(s) {', '.join(unknown)} in the sweep: available styles are "
+                            f"{', '.join(available_styles(conf_dir))}")
+        return argv
     if not any(a.startswith("style.image=") for a in argv[1:]):
         raise UserError(f"unknown style {name!r}: available styles are {', '.join(available_styles(conf_dir))}; "
                         f"or train any painting with style={name} style.image=PATH")

@@ -1,6 +1,7 @@
 """train(cfg): build the data, the loss, the system and the trainer from the composed config; fit; export."""
 
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,32 @@ log = logging.getLogger(__name__)
 
 
 def export_path(cfg: DictConfig) -> Path:
-    return Path(cfg.export.dir).expanduser() / f"{cfg.export.name}{checkpoint.SUFFIX}"
+    return Path(cfg.export.dir).expanduser() / f"{cfg.export.name}{sweep_suffix()}{checkpoint.SUFFIX}"
+
+
+def sweep_suffix(argv: list[str] | None = None) -> str:
+    """`-N` (the job's number) in a Hydra sweep over anything but `style`, whose jobs would otherwise all export
+    under one name; nothing elsewhere (a sweep over styles names each export after its style)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return ""
+    swept = [a.split("=", 1)[0] for a in (argv or sys.argv)[1:] if "=" in a and is_sweep(a.split("=", 1)[1])]
+    return f"-{HydraConfig.get().job.num}" if any(key.lstrip("+~") != "style" for key in swept) else ""
+
+
+def is_sweep(value: str) -> bool:
+    """A Hydra override value that sweeps: a comma outside brackets (`1,2`), or a sweep function (`range(...)`)."""
+    if value.startswith(("range(", "choice(", "glob(", "interval(")):
+        return True
+    depth = 0
+    for char in value:
+        depth += char in "[{("
+        depth -= char in "]})"
+        if char == "," and depth == 0:
+            return True
+    return False
 
 
 def runs_on_gpu(accelerator: str) -> bool:
