@@ -31,14 +31,28 @@ def test_quickstart_experiment_never_targets_the_shipped_checkpoint():
     assert cfg.export.name == "starry_night.quickstart" and cfg.data.source == "embedded"
 
 
+SHIPPED = ["composition_vii", "great_wave", "shipwreck_minotaur", "starry_night", "the_scream", "udnie"]
+
+
 def test_style_name_rewriting():
-    assert available_styles() == ["starry_night"]
+    assert available_styles() == SHIPPED
     argv = ["train.py", "style=starry_night"]
     assert rewrite_style_override(argv) == argv
     new = rewrite_style_override(["train.py", "style=mine", "style.image=/a.jpg"])
     assert new == ["train.py", "style=custom", "style.image=/a.jpg", "style.name=mine"]
-    with pytest.raises(UserError, match="available styles are starry_night"):
+    with pytest.raises(UserError, match="available styles are composition_vii, great_wave"):
         rewrite_style_override(["train.py", "style=mine"])
+    sweep = ["train.py", "-m", "style=starry_night,udnie"]
+    assert rewrite_style_override(sweep) == sweep
+    with pytest.raises(UserError, match="unknown style.s. mona_lisa in the sweep"):
+        rewrite_style_override(["train.py", "-m", "style=starry_night,mona_lisa"])
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_style_config_finds_its_painting(name):
+    cfg = compose_train(f"style={name}", "paths.output_dir=/tmp/x")
+    images, _ = load_style_images(cfg.style)
+    assert cfg.style.name == name and images[0].shape[-2:] and max(images[0].shape[-2:]) == cfg.style.size
 
 
 def test_blend_weights_are_validated(tmp_path):
