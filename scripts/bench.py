@@ -117,8 +117,10 @@ class DeviceBatches(pl.LightningDataModule):
         return itertools.repeat(self.batch)
 
 
-def fit_and_time(overrides: list[str], steps: int, warmup: int, synthetic_batch: int | None, tmp: str) -> dict:
-    """Build the run as train.py does, fit `steps` steps, and time those after the warm-up."""
+def fit_and_time(overrides: list[str], steps: int, warmup: int, synthetic_batch: int | None,
+                 tmp: str) -> tuple[dict, pl.LightningModule]:
+    """Build the run as train.py does, fit `steps` steps, and time those after the warm-up; the timings and the
+    trained system."""
     from impasto.train import build
 
     cfg = train_config([*overrides, f"trainer.max_steps={steps}", "log.preview_every_n_steps=0",
@@ -141,7 +143,7 @@ def fit_and_time(overrides: list[str], steps: int, warmup: int, synthetic_batch:
             "warmup_s": round(time.perf_counter() - start - clock.seconds, 1),
             "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
             if device.type == "cuda" else None,
-            "precision": run.trainer.precision, "final_loss": round(clock.final_loss(), 5), "system": run.system}
+            "precision": run.trainer.precision, "final_loss": round(clock.final_loss(), 5)}, run.system
 
 
 def flops_per_image(system, size: int) -> float:
@@ -175,9 +177,8 @@ def bench_train(args) -> dict:
                 sources.append(("photos", ["data=folder", f"data.root={args.photos}",
                                            f"data.num_workers={args.workers}"], None))
             for source, data, synthetic in sources:
-                timed = fit_and_time([*common, *data, f"data.batch_size={batch}"], args.warmup + args.iters,
-                                     args.warmup, synthetic, tmp)
-                system = timed.pop("system")
+                timed, system = fit_and_time([*common, *data, f"data.batch_size={batch}"], args.warmup + args.iters,
+                                             args.warmup, synthetic, tmp)
                 if flops is None:
                     flops = flops_per_image(system, args.size)
                     result["gflop_per_image"] = round(flops / 1e9, 1)
@@ -191,8 +192,8 @@ def bench_train(args) -> dict:
             batch = args.batches[0]
             losses = {}
             for path, precision in (("fp32", ["trainer.precision=32-true", "compile=false"]), ("fast", [])):
-                timed = fit_and_time([*common, *data, f"data.batch_size={batch}", *precision], args.quality_steps,
-                                     0, None, tmp)
+                timed, _ = fit_and_time([*common, *data, f"data.batch_size={batch}", *precision],
+                                        args.quality_steps, 0, None, tmp)
                 losses[path] = {"final_loss": timed["final_loss"], "precision": timed["precision"]}
             losses["fast_over_fp32"] = round(losses["fast"]["final_loss"] / losses["fp32"]["final_loss"], 4)
             result["quality"] = {"steps": args.quality_steps, "batch": batch, **losses}

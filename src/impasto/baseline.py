@@ -116,7 +116,7 @@ def run(cfg: DictConfig, log_dir: Path | None = None) -> dict:
                     writer.add_image("image", current.detach()[0].clamp(0, 1).float().cpu(), done + step)
 
         image = optimize_pixels(loss, content, start, cfg.steps, cfg.solver.name, cfg.solver.lr, dtype, on_step,
-                         cfg.cuda_graph)
+                                cfg.cuda_graph)
         done += cfg.steps
     bar.close()
     sync(device)

@@ -1,5 +1,7 @@
-"""Glue between the Hydra configs and the code: the `asset` resolver, style images, `style=NAME` for new paintings."""
+"""Glue between the Hydra configs and the code: the `asset` resolver, style images, `style=NAME` for new paintings,
+sweeps."""
 
+import sys
 from pathlib import Path
 
 import torch
@@ -55,3 +57,28 @@ def load_style_images(style_cfg) -> tuple[list[torch.Tensor], list[float]]:
     tensors = [to_tensor(resize_long_side(load_image(p, "style image"), style_cfg.size)).unsqueeze(0)
                for p in images]
     return tensors, [w / sum(blend) for w in blend]
+
+
+def sweep_suffix(argv: list[str] | None = None) -> str:
+    """`-N` (the job's number) in a Hydra sweep over anything but `style`, whose jobs would otherwise all export
+    under one name; nothing elsewhere (a sweep over styles names each export after its style)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return ""
+    swept = [a.split("=", 1)[0] for a in (argv or sys.argv)[1:] if "=" in a and is_sweep(a.split("=", 1)[1])]
+    return f"-{HydraConfig.get().job.num}" if any(key.lstrip("+~") != "style" for key in swept) else ""
+
+
+def is_sweep(value: str) -> bool:
+    """A Hydra override value that sweeps: a comma outside brackets (`1,2`), or a sweep function (`range(...)`)."""
+    if value.startswith(("range(", "choice(", "glob(", "interval(")):
+        return True
+    depth = 0
+    for char in value:
+        depth += char in "[{("
+        depth -= char in "]})"
+        if char == "," and depth == 0:
+            return True
+    return False

@@ -114,14 +114,15 @@ def stylize_all(forward: Callable[[torch.Tensor], torch.Tensor], net: torch.nn.M
     skipped = []
     for src, dst in zip(inputs, outputs):
         try:
-            try:
-                stylize_one(forward, partial(check_memory, net, device, dtype, src), src, dst, args)
-            except torch.cuda.OutOfMemoryError:  # beyond check_memory's estimate: one line, not a traceback
-                raise UserError(f"{src}: out of {device.type} memory: pass a smaller --size"
-                                f"{' or --batch' if is_video(src) else ''}") from None
+            stylize_one(forward, partial(check_memory, net, device, dtype, src), src, dst, args)
+            continue
         except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
-            skipped.append(src)
+            reason = str(e)
+        except torch.cuda.OutOfMemoryError:  # beyond check_memory's estimate: one line, not a traceback
+            fewer = " or --batch" if is_video(src) else ""
+            reason = f"{src}: out of {device.type} memory: pass a smaller --size{fewer}"
+        print(f"error: {reason}", file=sys.stderr)
+        skipped.append(src)
     return skipped
 
 

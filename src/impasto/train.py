@@ -1,7 +1,6 @@
 """train(cfg): build the data, the loss, the system and the trainer from the composed config; fit; export."""
 
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from . import checkpoint
 from .callbacks import DivergenceGuard, LossProgressBar, ResumableCheckpoints
-from .config import load_style_images
+from .config import load_style_images, sweep_suffix
 from .data import ImageDataModule, build_train_dataset, load_preview
 from .errors import Interrupted, UserError
 from .losses import build_perceptual_loss
@@ -26,31 +25,6 @@ log = logging.getLogger(__name__)
 
 def export_path(cfg: DictConfig) -> Path:
     return Path(cfg.export.dir).expanduser() / f"{cfg.export.name}{sweep_suffix()}{checkpoint.SUFFIX}"
-
-
-def sweep_suffix(argv: list[str] | None = None) -> str:
-    """`-N` (the job's number) in a Hydra sweep over anything but `style`, whose jobs would otherwise all export
-    under one name; nothing elsewhere (a sweep over styles names each export after its style)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return ""
-    swept = [a.split("=", 1)[0] for a in (argv or sys.argv)[1:] if "=" in a and is_sweep(a.split("=", 1)[1])]
-    return f"-{HydraConfig.get().job.num}" if any(key.lstrip("+~") != "style" for key in swept) else ""
-
-
-def is_sweep(value: str) -> bool:
-    """A Hydra override value that sweeps: a comma outside brackets (`1,2`), or a sweep function (`range(...)`)."""
-    if value.startswith(("range(", "choice(", "glob(", "interval(")):
-        return True
-    depth = 0
-    for char in value:
-        depth += char in "[{("
-        depth -= char in "]})"
-        if char == "," and depth == 0:
-            return True
-    return False
 
 
 def runs_on_gpu(accelerator: str) -> bool:
@@ -93,7 +67,6 @@ class Run:
     datamodule: ImageDataModule
     trainer: pl.Trainer
     checkpoints: ResumableCheckpoints
-    hparams: dict
 
 
 def train(cfg: DictConfig) -> Path | None:
@@ -115,9 +88,9 @@ def train(cfg: DictConfig) -> Path | None:
                     "data/unreadable_images)", unreadable)
     if not trainer.is_global_zero:
         return None
-    meta = checkpoint.style_meta(run.hparams, trainer.global_step)
+    meta = checkpoint.style_meta(system.hparams, trainer.global_step)
     if checkpoints.stopped_by is not None:
-        partial = target.with_name(f"{cfg.export.name}.partial-step{trainer.global_step}{checkpoint.SUFFIX}")
+        partial = target.with_name(f"{target.stem}.partial-step{trainer.global_step}{checkpoint.SUFFIX}")
         checkpoint.save_style(partial, system.transformer, {**meta, "partial": True})
         raise Interrupted(checkpoints.stopped_by,
                           f"{checkpoints.stopped_by.name}: stopped at step {trainer.global_step} of "
@@ -183,4 +156,4 @@ def build(cfg: DictConfig) -> Run:
         enable_checkpointing=False,  # ResumableCheckpoints writes them
         use_distributed_sampler=False,  # EndlessSampler splits the data between ranks
     )
-    return Run(system, datamodule, trainer, checkpoints, hparams)
+    return Run(system, datamodule, trainer, checkpoints)
