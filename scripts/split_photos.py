@@ -1,6 +1,6 @@
 """Split a folder of photos into the shipped styles' training set and the held-out photos they are judged on:
 
-  python scripts/split_photos.py ../shared/photos data/photos
+  python scripts/split_photos.py ~/photos data/photos
   python train.py style=the_scream data=folder data.root=data/photos/train
   python scripts/compare.py --ckpt checkpoints/the_scream.safetensors data/photos/heldout
 
