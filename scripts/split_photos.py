@@ -4,8 +4,8 @@
   python train.py style=the_scream data=folder data.root=data/photos/train
   python scripts/compare.py --ckpt checkpoints/the_scream.safetensors data/photos/heldout
 
-Every EVERY-th photo in name order (the first, the 21st, ...) goes to heldout/, the rest to train/: with the 824
-offline photos, 42 held out and 782 to train on. Copies, never moves; an existing destination is refused.
+Every EVERY-th photo in name order (the first, the 21st, ...) goes to heldout/, the rest to train/: of 824 photos,
+42 are held out and 782 trained on. Copies, never moves; an existing destination is refused.
 """
 
 import argparse
