@@ -5,12 +5,16 @@
   python scripts/bench.py train [--batches 4,16,64,128 --photos DIR --compile]  train.py's own step (its Trainer
                       and StyleTransferSystem): images/s, peak memory, TFLOP/s, the Johnson recipe's projected time,
                       synthetic data on the device and real photos; fp32 against the fast path's loss after N steps
-  python scripts/bench.py stylize [--ckpt C]  images/s at 512x512 and 1920x1080, batch 1, fp32 and --precision (auto)
+  python scripts/bench.py stylize [--ckpt C --modes fp32,bf16+cl+compile --video CLIP]  stylize.py's own pass per
+                      mode: images/s at 512x512, 1080p and 4K, batch 1 and the best batch, peak memory, PSNR from
+                      the first mode, and a clip's end-to-end frames/s
+  python scripts/bench.py startup  stylize.py --help, and its first 512-pixel photo on the CPU, wall seconds
 """
 
 import argparse
 import itertools
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -200,36 +204,106 @@ def bench_train(args) -> dict:
     return result
 
 
+STYLIZE_SIZES = {"512": (512, 512), "1080p": (1920, 1080), "4k": (3840, 2160)}
+
+
+def stylize_mode(net, device, mode: str):
+    """A Stylizer for a mode named like bf16+cl+compile: a precision, then channels_last and torch.compile."""
+    from impasto.inference import Stylizer
+    from impasto.runtime import autocast_dtype
+
+    precision, *options = mode.split("+")
+    return Stylizer(net, device, autocast_dtype(precision, device), channels_last="cl" in options,
+                    compile="compile" in options)
+
+
 def bench_stylize(args) -> dict:
-    """stylize.py's forward pass, fp32 and --precision's choice (default auto) in one run."""
+    """stylize.py's own pass (inference.Stylizer) in each --modes: images/s per size at batch 1 and the best batch,
+    peak memory, PSNR from fp32 on a photo, and a video clip's end-to-end frames/s through stylize_video."""
+    import copy
+
+    from impasto import ASSETS
     from impasto.checkpoint import load_style
-    from impasto.inference import stylizer
-    from impasto.runtime import autocast_dtype, pick_device, sync
+    from impasto.images import load_image, to_tensor
     from impasto.transformer import TransformerNet
 
     device = pick_device(args.device)
-    net = load_style(args.ckpt, device)[0] if args.ckpt else TransformerNet().to(device).eval()
-    result = {"bench": "stylize", "device": str(device), "batch": 1}
-    for mode, precision in (("fp32", "fp32"), ("fast", args.precision)):
-        dtype = autocast_dtype(precision, device)
-        forward = stylizer(net, device, dtype)
-        result[mode] = {"precision": "bf16" if dtype else "fp32"}
-        for w, h in ((512, 512), (1920, 1080)):
-            x = torch.rand(1, 3, h, w, device=device)
-            for _ in range(args.warmup):
-                forward(x)
-            sync(device)
-            start = time.perf_counter()
-            for _ in range(args.iters):
-                forward(x)
-            sync(device)
-            result[mode][f"images_per_s_{w}x{h}"] = round(args.iters / (time.perf_counter() - start), 1)
+    base = load_style(args.ckpt, device)[0] if args.ckpt else TransformerNet().to(device).eval()
+    sizes = {name: STYLIZE_SIZES.get(name) or (int(name), int(name)) for name in args.sizes.split(",")}
+    psnr_size = "1080p" if "1080p" in sizes else next(iter(sizes))
+    photo = to_tensor(load_image(ASSETS / "preview" / "chelsea.jpg").resize(sizes[psnr_size])).unsqueeze(0)
+    result = {"bench": "stylize", "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+              "ckpt": args.ckpt, "modes": {}}
+    reference = None
+    for mode in args.modes.split(","):
+        stylizer = stylize_mode(copy.deepcopy(base), device, mode)
+        row: dict = {}
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        for name, (w, h) in sizes.items():
+            per_batch = {}
+            for batch in [1, *args.stylize_batches]:
+                x = torch.rand(batch, 3, h, w, device=device)
+                try:
+                    for _ in range(args.warmup):
+                        stylizer(x)
+                    sync(device)
+                    start = time.perf_counter()
+                    for _ in range(args.iters):
+                        stylizer(x)
+                    sync(device)
+                except torch.cuda.OutOfMemoryError:
+                    break
+                per_batch[batch] = round(batch * args.iters / (time.perf_counter() - start), 1)
+            best = max(per_batch, key=per_batch.get)
+            row[name] = {"batch1_per_s": per_batch[1], "best_batch": best, "best_per_s": per_batch[best]}
+        if device.type == "cuda":
+            row["peak_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+        out = stylizer(photo).cpu()
+        if reference is None:
+            reference = out
+        mse = (out - reference).square().mean().item()
+        row[f"psnr_vs_first_mode_db_{psnr_size}"] = round(10 * math.log10(1 / mse), 1) if mse > 0 else None
+        if args.video:
+            row["video"] = bench_video(stylizer, Path(args.video), row[psnr_size]["best_batch"])
+        result["modes"][mode] = row
     return result
+
+
+def bench_video(stylizer, clip: Path, batch: int) -> dict:
+    """stylize.py's video path end to end (decode, stylize, encode, mux) on `clip`."""
+    from impasto.video import stylize_video
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        v = stylize_video(stylizer, clip, Path(tmp) / "out.mp4", batch=batch)
+        seconds = time.perf_counter() - start
+    return {"clip": clip.name, "size": f"{v['width']}x{v['height']}", "frames": v["frames"], "batch": batch,
+            "frames_per_s": round(v["frames"] / seconds, 1)}
+
+
+def bench_startup(args) -> dict:
+    """stylize.py as a user starts it: `--help`, and the first 512-pixel photo on the CPU, wall seconds each."""
+    photo = ROOT / "src" / "impasto" / "assets" / "preview" / "chelsea.jpg"
+    ckpt = args.ckpt or str(ROOT / "checkpoints" / "starry_night.safetensors")
+    timings = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        commands = {"help_s": ["--help"],
+                    "first_512_photo_s": ["--ckpt", ckpt, str(photo), "--size", "512", "--device", "cpu", "-o",
+                                          str(Path(tmp) / "out.jpg"), "--overwrite"]}
+        for name, command in commands.items():
+            runs = []
+            for _ in range(args.iters):
+                start = time.perf_counter()
+                subprocess.run([sys.executable, str(ROOT / "stylize.py"), *command], check=True, capture_output=True)
+                runs.append(time.perf_counter() - start)
+            timings[name] = round(min(runs), 2)  # the best of --iters: the machine's noise is all upward
+    return {"bench": "startup", **timings}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["optimize", "train", "stylize"])
+    p.add_argument("what", choices=["optimize", "train", "stylize", "startup"])
     p.add_argument("--device", default="auto")
     p.add_argument("--size", type=int, default=None)
     p.add_argument("--steps", type=int, default=1000)
@@ -240,14 +314,22 @@ def main() -> None:
                    help="train: steps of the fp32-against-fast-path loss comparison (0: none)")
     p.add_argument("--override", action="append", default=[], help="train: a train.py override (repeatable)")
     p.add_argument("--ckpt", default=None)
-    p.add_argument("--precision", default="auto", help="train, and stylize's fast path: auto, fp32 or bf16")
+    p.add_argument("--precision", default="auto", help="train: auto, fp32 or bf16")
     p.add_argument("--compile", action="store_true", help="train: torch.compile the transformer and the VGG")
+    p.add_argument("--modes", default="fp32,bf16,bf16+cl,bf16+cl+compile",
+                   help="stylize: precision[+cl (channels_last)][+compile], comma-separated; the first is the "
+                        "PSNR reference")
+    p.add_argument("--sizes", default="512,1080p,4k", help="stylize: 512, 1080p, 4k or a square side N")
+    p.add_argument("--frame-batches", default="4,8,16,32", help="stylize: batches tried beside batch 1")
+    p.add_argument("--video", help="stylize: a clip to stylize end to end with each mode")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps or passes first (train: 20 is safer)")
     p.add_argument("--iters", type=int, default=30, help="timed steps or passes")
     args = p.parse_args()
     args.batches = [int(b) for b in args.batches.split(",")]
+    args.stylize_batches = [int(b) for b in args.frame_batches.split(",")]
     args.size = args.size or {"optimize": 512, "train": 256}.get(args.what)
-    bench = {"optimize": bench_optimize, "train": bench_train, "stylize": bench_stylize}[args.what]
+    bench = {"optimize": bench_optimize, "train": bench_train, "stylize": bench_stylize,
+             "startup": bench_startup}[args.what]
     print(json.dumps(bench(args)))
 
 

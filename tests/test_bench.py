@@ -1,5 +1,5 @@
-"""bench.py train goes through train.py's own construction (train.build): a smoke run on the CPU, tiny network.
-Its numbers are measured on a GPU, never asserted here."""
+"""bench.py goes through what users run (train.py's own construction, stylize.py's own pass and command): smoke
+runs on the CPU, tiny networks and sizes. Its numbers are measured on a GPU, never asserted here."""
 
 import json
 
@@ -22,3 +22,22 @@ def test_train_bench_times_train_pys_run_and_reports_every_row():
     assert all(r["images_per_s"] > 0 and r["johnson_recipe_min"] > 0 for r in line["rows"])
     assert line["gflop_per_image"] > 0 and line["rows"][0]["precision"] == "32-true"
     assert line["quality"]["fast"]["final_loss"] == line["quality"]["fp32"]["final_loss"]  # both fp32 on a CPU
+
+
+def test_stylize_bench_reports_every_mode_and_size(tmp_path):
+    result = run("scripts/bench.py", "stylize", "--device", "cpu", "--sizes", "48,64", "--frame-batches", "2",
+                 "--modes", "fp32,bf16+cl", "--warmup", "1", "--iters", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = json.loads(result.stdout.strip().splitlines()[-1])
+    assert list(line["modes"]) == ["fp32", "bf16+cl"]
+    for row in line["modes"].values():
+        assert row["48"]["batch1_per_s"] > 0 and row["64"]["best_batch"] in (1, 2)
+    assert line["modes"]["fp32"]["psnr_vs_first_mode_db_48"] is None  # the reference itself
+    assert line["modes"]["bf16+cl"]["psnr_vs_first_mode_db_48"] > 30
+
+
+def test_startup_bench_times_stylize_as_a_user_starts_it():
+    result = run("scripts/bench.py", "startup", "--iters", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = json.loads(result.stdout.strip().splitlines()[-1])
+    assert 0 < line["help_s"] < line["first_512_photo_s"]

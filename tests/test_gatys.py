@@ -5,9 +5,9 @@ import copy
 import pytest
 import torch
 
+from impasto.color import preserve_color
 from impasto.errors import UserError
 from impasto.gatys import DeviceLBFGS, evaluate, initial_image, optimize_pixels
-from impasto.images import preserve_color
 from impasto.losses import PerceptualLoss
 from impasto.vgg import LossNetwork
 

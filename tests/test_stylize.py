@@ -6,7 +6,7 @@ from conftest import ROOT, run
 from impasto import ASSETS
 from impasto.checkpoint import load_style
 from impasto.images import load_image, resize_long_side, to_tensor
-from impasto.inference import stylizer
+from impasto.inference import Stylizer
 from impasto.runtime import autocast_dtype
 
 
@@ -14,8 +14,8 @@ def test_bf16_stylization_matches_fp32_within_a_few_levels():
     net, _ = load_style(ROOT / "checkpoints" / "starry_night.safetensors")
     photo = to_tensor(resize_long_side(load_image(ASSETS / "preview" / "chelsea.jpg", "photo"), 128)).unsqueeze(0)
     cpu = torch.device("cpu")
-    fp32 = stylizer(net, cpu, None)(photo).clamp(0, 1)
-    bf16 = stylizer(net, cpu, torch.bfloat16)(photo).clamp(0, 1)
+    fp32 = Stylizer(net, cpu, None)(photo).clamp(0, 1)
+    bf16 = Stylizer(net, cpu, torch.bfloat16)(photo).clamp(0, 1)
     assert bf16.dtype == torch.float32 and bf16.shape == photo.shape
     levels = (fp32 - bf16).abs() * 255
     assert levels.mean() < 1.0 and levels.max() < 16, (levels.mean(), levels.max())

@@ -10,7 +10,7 @@ import torch
 from conftest import ROOT, assert_user_error, run
 from impasto.checkpoint import load_style
 from impasto.images import to_tensor
-from impasto.inference import stylizer
+from impasto.inference import Stylizer
 from impasto.video import FrameTimes, read_frames, stylize_video
 
 SHIPPED = ROOT / "checkpoints" / "starry_night.safetensors"
@@ -71,7 +71,7 @@ def test_stylize_py_styles_every_frame_keeps_times_and_copies_the_audio(tmp_path
 
     # each output frame is the network's stylization of its own input frame, up to H.264's loss
     net, _ = load_style(SHIPPED)
-    expected = stylizer(net, torch.device("cpu"), None)(torch.stack(frames_in)).clamp(0, 1)
+    expected = Stylizer(net, torch.device("cpu"), None)(torch.stack(frames_in)).clamp(0, 1)
     for i in (0, FRAMES - 1):
         error = (frames_out[i] - expected[i]).square().mean()
         other = (frames_out[i] - expected[(i + FRAMES // 2) % FRAMES]).square().mean()
@@ -107,7 +107,7 @@ def test_avi_with_b_frames_in_mkv_out_keeps_every_frame_time(tmp_path):
     write_clip(clip, "mpeg4", {"bf": "2", "qscale": "2"}, None)
     out = tmp_path / "clip.mkv"
     net, _ = load_style(SHIPPED)
-    written = stylize_video(stylizer(net, torch.device("cpu"), None), clip, out, batch=2)
+    written = stylize_video(Stylizer(net, torch.device("cpu"), None), clip, out, batch=2)
     assert written["frames"] == FRAMES and (written["width"], written["height"]) == (WIDTH, HEIGHT)
     times_in, _ = frames_of(clip)
     times_out, _ = frames_of(out)
@@ -117,7 +117,7 @@ def test_avi_with_b_frames_in_mkv_out_keeps_every_frame_time(tmp_path):
 def test_audio_a_container_cannot_hold_is_left_out_and_said(tmp_path, clip):
     net, _ = load_style(SHIPPED)
     out = tmp_path / "clip.webm"
-    written = stylize_video(stylizer(net, torch.device("cpu"), None), clip, out, size=32)
+    written = stylize_video(Stylizer(net, torch.device("cpu"), None), clip, out, size=32)
     assert written["audio"] == "aac left out: .webm cannot hold it"
     assert (written["width"], written["height"]) == (32, 24)
     with av.open(str(out)) as c:
@@ -183,7 +183,7 @@ def test_colours_survive_every_input_matrix_and_range(tmp_path, matrix, value_ra
 
 def test_odd_sizes_round_down_to_even(tmp_path, clip):
     net, _ = load_style(SHIPPED)
-    written = stylize_video(stylizer(net, torch.device("cpu"), None), clip, tmp_path / "o.mp4", size=35)
+    written = stylize_video(Stylizer(net, torch.device("cpu"), None), clip, tmp_path / "o.mp4", size=35)
     assert (written["width"], written["height"]) == (34, 26)  # 35x26.25 -> 35x26 -> even
 
 

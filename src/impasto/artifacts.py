@@ -21,7 +21,8 @@ from PIL import Image
 
 from .checkpoint import load_style
 from .errors import UserError, exit_on_user_error
-from .images import IMAGE_SUFFIXES, collect_files, load_image, resize_long_side, save_atomic, to_pil, to_tensor
+from .formats import IMAGE_SUFFIXES
+from .images import collect_files, load_image, resize_long_side, save_atomic, to_pil, to_tensor
 
 LUMA = (0.299, 0.587, 0.114)
 

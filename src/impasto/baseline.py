@@ -10,11 +10,12 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from .color import preserve_color
 from .config import load_style_images
 from .errors import UserError
 from .files import write_atomic
 from .gatys import check_finite, evaluate, initial_image, optimize_pixels
-from .images import load_image, preserve_color, resize_long_side, save_atomic, to_pil, to_tensor
+from .images import load_image, resize_long_side, save_atomic, to_pil, to_tensor
 from .losses import build_perceptual_loss
 from .runtime import autocast_dtype, pick_device, sync
 from .vgg import LAYER_NAMES

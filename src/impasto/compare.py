@@ -19,8 +19,9 @@ from .checkpoint import asset_path, load_style
 from .config import load_style_images
 from .errors import UserError, exit_on_user_error
 from .files import write_atomic
+from .formats import IMAGE_SUFFIXES
 from .gatys import check_finite, evaluate, optimize_pixels
-from .images import IMAGE_SUFFIXES, collect_files, load_image, resize_long_side, save_atomic, to_pil, to_tensor
+from .images import collect_files, load_image, resize_long_side, save_atomic, to_pil, to_tensor
 from .losses import build_perceptual_loss
 from .runtime import autocast_dtype, pick_device
 

@@ -1,48 +1,124 @@
-"""Inference as a library: one forward pass of a style on a batch, in the chosen precision, and the memory check
-that refuses a pass that cannot fit. stylize.py, video, flicker and any other front end share it."""
+"""Inference as a library: a style ready to apply (precision, colours, strength, tiling) and the memory plan that
+picks a whole pass, tiles, or a one-line refusal. stylize.py, video, flicker, the web page and any other front end
+share it."""
 
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from .color import blend_strength, preserve_color
 from .errors import UserError
-from .images import preserve_color
-from .runtime import free_memory
+from .runtime import autocast_dtype, free_memory, pick_device
+from .tiling import DEFAULT_TILE, MARGIN, tiled_forward
+from .transformer import TransformerNet
+
+# Peak memory per output pixel, for the default widths (32, 64, 128), measured on the CPU in inference mode. A
+# whole pass: 964 bytes in fp32 and 741 in bf16, rounded up. Tiled (tiling.py): the input, the output and the
+# quarter-resolution map stay whole (56 bytes), and the residual blocks on that map peak at 197 bytes (8K, fp32).
+BYTES_PER_PIXEL = {"fp32": 1000, "bf16": 800}
+TILED_RESIDENT, TILED_RESIDUAL_PEAK = 56, 200
 
 
-def stylizer(net: torch.nn.Module, device: torch.device, dtype: torch.dtype | None,
-             keep_colors: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
-    """One forward pass, fp32 out; in bf16 autocast when `dtype` says so (on the shipped style, 53–55 dB PSNR
-    against fp32: no visible difference). The default memory layout: channels_last ran slower on an H100 (1080p:
-    25 vs 17 ms). `keep_colors`: the output's luminance on the input's colours (images.preserve_color)."""
+class Stylizer:
+    """A style on a device, in a precision (`dtype`: the autocast dtype, None for fp32), with the output's options:
+    `keep_colors`, the output's luminance on the input's colours (color.preserve_color), and `strength`, from 0 (the
+    photo) to 1 (the full style, color.blend_strength)."""
+
+    def __init__(self, net: torch.nn.Module, device: torch.device, dtype: torch.dtype | None,
+                 keep_colors: bool = False, strength: float = 1.0, channels_last: bool = False,
+                 compile: bool = False):
+        if not 0 <= strength <= 1:
+            raise UserError(f"strength must be between 0 and 1, got {strength}")
+        self.net, self.device, self.dtype = net, device, dtype
+        self.keep_colors, self.strength = keep_colors, strength
+        # The GPU's fast-path candidates, timed against each other by scripts/bench.py stylize.
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            net.to(memory_format=torch.channels_last)
+        self.whole_pass = torch.compile(net) if compile else net
 
     @torch.inference_mode()
-    def forward(batch: torch.Tensor) -> torch.Tensor:
-        batch = batch.to(device)
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            out = net(batch).float()
-        return preserve_color(out, batch.float()).clamp(0, 1) if keep_colors else out
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """A whole pass on a batch (B, 3, H, W) in [0, 1], held anywhere; fp32 in [0, 1] on the device. In bf16
+        autocast the shipped style is at 53–55 dB PSNR from fp32: no visible difference. The default memory layout:
+        channels_last ran slower on an H100 (1080p: 25 vs 17 ms)."""
+        batch = batch.to(self.device)
+        with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
+            out = self.whole_pass(batch.contiguous(memory_format=self.memory_format)).float()
+        return self.finish(out, batch.float())
 
-    return forward
+    @torch.inference_mode()
+    def image(self, image: torch.Tensor, tile: int | None = None) -> torch.Tensor:
+        """One image (1, 3, H, W): a whole pass, or `tile`-pixel tiles (tiling.py); returned on the image's device."""
+        if tile is None:
+            return self(image).to(image.device)
+        return self.finish(tiled_forward(self.net, image, self.device, self.dtype, tile), image.float())
+
+    def describe(self) -> str:
+        runtime = "onnxruntime" if not isinstance(self.net, TransformerNet) else "bf16" if self.dtype else "fp32"
+        return f"{self.device}, {runtime}"
+
+    def finish(self, out: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
+        if self.keep_colors:
+            out = preserve_color(out, photo)
+        return blend_strength(out.clamp(0, 1), photo, self.strength)
+
+    def _per_pixel(self) -> tuple[float, float, float]:
+        """Bytes per pixel: a whole pass; tiled, resident and at the residual blocks' peak."""
+        widths = self.net.config.widths
+        whole = BYTES_PER_PIXEL["bf16" if self.dtype else "fp32"] * widths[0] / 32
+        return whole, TILED_RESIDENT * widths[2] / 128, TILED_RESIDUAL_PEAK * widths[2] / 128
+
+    def plan(self, src: Path, width: int, height: int, tile: int | None = None) -> int | None:
+        """How one image fits: None for a whole pass, or the tile size; `tile` asks for tiles of that size. A
+        UserError, in one line, where it cannot fit: on a CPU the OS would kill the process without a word."""
+        free = free_memory(self.device)
+        whole, resident, residual = self._per_pixel()
+        pixels = width * height
+        if free is None:
+            return tile
+        if tile is None and whole * pixels <= free:
+            return None
+        if not isinstance(self.net, TransformerNet):
+            fits = int(max(width, height) * (0.9 * free / (whole * pixels)) ** 0.5)
+            raise UserError(f"{src} at {width}x{height} needs about {whole * pixels / 2**30:.1f} GiB in one pass and "
+                            f"an ONNX style cannot run in tiles: pass --size {fits} or less, or use the "
+                            ".safetensors style")
+        tile = tile or DEFAULT_TILE
+        tiled = max(residual * pixels, resident * pixels + whole * (tile + 2 * MARGIN) ** 2)
+        if tiled <= free:
+            return tile
+        fits = int(max(width, height) * (0.9 * free / tiled) ** 0.5)  # a margin for the images themselves
+        raise UserError(f"{src} at {width}x{height} needs about {tiled / 2**30:.1f} GiB of {self.device.type} memory "
+                        f"even in tiles, and {free / 2**30:.1f} GiB is free: pass --size {fits} or less")
+
+    def check_frames(self, src: Path, width: int, height: int, frames: int) -> None:
+        """Refuse, in one line, a batch of video frames that cannot fit in a whole pass."""
+        free = free_memory(self.device)
+        need = self._per_pixel()[0] * width * height * frames
+        if free is not None and need > free:
+            fits = int(max(width, height) * (0.9 * free / need) ** 0.5)
+            raise UserError(f"{src} at {width}x{height}, {frames} frames at a time, needs about {need / 2**30:.1f} "
+                            f"GiB of {self.device.type} memory and {free / 2**30:.1f} GiB is free: pass --size {fits} "
+                            "or less, or a smaller --batch")
 
 
-# Peak memory of a forward pass per output pixel, for the default widths (32 channels at full size), measured on
-# the CPU in inference mode: 964 bytes in fp32 and 741 in bf16, rounded up.
-BYTES_PER_PIXEL = {"fp32": 1000, "bf16": 800}
+def load_stylizer(ckpt: str | Path, device: str = "auto", precision: str = "auto", keep_colors: bool = False,
+                  strength: float = 1.0) -> tuple[Stylizer, dict[str, Any]]:
+    """A Stylizer for a style file, and the style's metadata: a `.safetensors` style on `device` in `precision`
+    (runtime.autocast_dtype), or an `.onnx` one on the CPU through onnxruntime."""
+    if Path(ckpt).suffix.lower() == ".onnx":
+        from .onnx_style import OnnxStyle
 
+        if device not in ("auto", "cpu") or precision not in ("auto", "fp32"):
+            raise UserError("an .onnx style runs on the CPU in fp32 through onnxruntime: use the .safetensors style "
+                            "for --device or --precision")
+        net = OnnxStyle(ckpt)
+        return Stylizer(net, torch.device("cpu"), None, keep_colors, strength), net.meta
+    from .checkpoint import load_style
 
-def check_memory(net: torch.nn.Module, device: torch.device, dtype: torch.dtype | None, src: Path, width: int,
-                 height: int, frames: int = 1) -> None:
-    """Refuse, in one line, a pass that cannot fit: on a CPU the OS would kill the process without a word."""
-    free = free_memory(device)
-    if free is None:
-        return
-    per_pixel = BYTES_PER_PIXEL["bf16" if dtype else "fp32"] * net.config.widths[0] / 32
-    need = per_pixel * width * height * frames
-    if need > free:
-        fits = int(max(width, height) * (0.9 * free / need) ** 0.5)  # a margin for the images themselves
-        what = f"{width}x{height}" + (f", {frames} frames at a time," if frames > 1 else "")
-        fewer = " or a smaller --batch" if frames > 1 else ""
-        raise UserError(f"{src} at {what} needs about {need / 2**30:.1f} GiB of {device.type} memory and "
-                        f"{free / 2**30:.1f} GiB is free: pass --size {fits} or less{fewer}")
+    torch_device = pick_device(device)
+    dtype = autocast_dtype(precision, torch_device)
+    net, meta = load_style(ckpt, torch_device)
+    return Stylizer(net, torch_device, dtype, keep_colors, strength), meta

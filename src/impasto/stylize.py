@@ -8,28 +8,13 @@ Hydra or datasets.
 import argparse
 import sys
 import time
-from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
-import torch
-
-from .checkpoint import load_style
 from .errors import EXIT_USER_ERROR, UserError, exit_on_user_error
-from .images import (
-    IMAGE_SUFFIXES,
-    collect_files,
-    load_image,
-    long_side_size,
-    resize_long_side,
-    save_atomic,
-    to_pil,
-    to_tensor,
-)
-from .inference import check_memory, stylizer
-from .runtime import autocast_dtype, pick_device
-from .video import VIDEO_SUFFIXES, check_output, is_video, stylize_video
+from .formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_output, is_video
 
+# torch, Pillow and PyAV are imported where they are used, after the arguments parse: `--help` and a usage error
+# answer at once, without the second that importing torch takes.
 MEDIA_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 
 
@@ -48,8 +33,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", default="auto",
                    help="auto (bf16 on CPUs with AMX; fp32 elsewhere, CUDA included, where it ran faster on an "
                         "H100), fp32 or bf16")
+    p.add_argument("--strength", type=float, default=1.0,
+                   help="how much of the style to apply, from 0 (the photo) to 1 (the full style, the default); "
+                        "mixed in the OKLab colour space, which keeps colours from turning milky halfway")
     p.add_argument("--preserve-color", action="store_true",
                    help="keep each input's colours and take only the strokes (the luminance) from the style")
+    p.add_argument("--tile", type=int, default=None,
+                   help="stylize images in tiles of TILE pixels, with the whole image's statistics (the same "
+                        "result up to rounding, in far less memory); by default only images too large for a whole "
+                        "pass are tiled, at 1024")
     p.add_argument("--batch", type=int, default=4, help="video frames per forward pass (default 4)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     return p.parse_args(argv)
@@ -78,23 +70,28 @@ def plan_outputs(inputs: list[Path], output: str | None, out_dir: str | None) ->
     return outputs
 
 
-def stylize_file(forward: Callable[[torch.Tensor], torch.Tensor], src: Path, dst: Path, size: int | None,
-                 scale: float | None, check: Callable[[int, int], None] | None = None) -> tuple[int, int]:
-    image = load_image(src, "input image")
-    if check is not None:  # before the resize, which could be the first thing not to fit
-        check(*long_side_size(image.width, image.height, size, scale))
-    image = resize_long_side(image, size, scale)
-    save_atomic(to_pil(forward(to_tensor(image).unsqueeze(0))[0]), dst)
-    return image.size
+def stylize_file(stylizer, src: Path, dst: Path, args: argparse.Namespace) -> str:
+    """One image, as a viewer shows it (upright, in sRGB, its alpha and camera metadata kept); says how it ran."""
+    from .images import load_photo, long_side_size, resize_long_side, save_atomic, to_pil, to_tensor
+
+    photo = load_photo(src)
+    width, height = long_side_size(*photo.rgb.size, args.size, args.scale)
+    tile = stylizer.plan(src, width, height, args.tile)  # before the resize, which could be the first not to fit
+    rgb = resize_long_side(photo.rgb, args.size, args.scale)
+    out = stylizer.image(to_tensor(rgb).unsqueeze(0), tile)
+    save_atomic(to_pil(out[0]), dst, alpha=photo.alpha, exif=photo.exif)
+    return f"{width}x{height}" + (f", in {tile}-pixel tiles" if tile else "")
 
 
-def stylize_one(forward: Callable[[torch.Tensor], torch.Tensor], check: Callable[..., None], src: Path, dst: Path,
-                args: argparse.Namespace) -> None:
+def stylize_one(stylizer, src: Path, dst: Path, args: argparse.Namespace) -> None:
     if dst.exists() and not args.overwrite:
         raise UserError(f"output {dst} exists: pass --overwrite to replace it")
     start = time.perf_counter()
     if is_video(src):
-        v = stylize_video(forward, src, dst, args.size, args.scale, args.batch, check)
+        from .video import stylize_video
+
+        check = lambda width, height, frames: stylizer.check_frames(src, width, height, frames)  # noqa: E731
+        v = stylize_video(stylizer, src, dst, args.size, args.scale, args.batch, check)
         seconds = time.perf_counter() - start
         print(f"{src} -> {dst} ({v['width']}x{v['height']}, {v['frames']} frames, {seconds:.1f} s, "
               f"{v['frames'] / seconds:.1f} frames/s, audio {v['audio']})", file=sys.stderr)
@@ -102,25 +99,25 @@ def stylize_one(forward: Callable[[torch.Tensor], torch.Tensor], check: Callable
             print(f"warning: {src} declares {v['declared_seconds']:.1f} s but its frames stop at "
                   f"{v['seconds']:.1f} s: a cut-off or damaged file?", file=sys.stderr)
     else:
-        w, h = stylize_file(forward, src, dst, args.size, args.scale, check)
-        print(f"{src} -> {dst} ({w}x{h}, {time.perf_counter() - start:.2f} s)", file=sys.stderr)
+        how = stylize_file(stylizer, src, dst, args)
+        print(f"{src} -> {dst} ({how}, {time.perf_counter() - start:.2f} s)", file=sys.stderr)
 
 
-def stylize_all(forward: Callable[[torch.Tensor], torch.Tensor], net: torch.nn.Module, device: torch.device,
-                dtype: torch.dtype | None, inputs: list[Path], outputs: list[Path],
-                args: argparse.Namespace) -> list[Path]:
+def stylize_all(stylizer, inputs: list[Path], outputs: list[Path], args: argparse.Namespace) -> list[Path]:
     """Stylize every input it can; one `error:` line for each it cannot (unreadable, too large, output exists), and
     on to the next. Returns the inputs skipped."""
+    import torch
+
     skipped = []
     for src, dst in zip(inputs, outputs):
         try:
-            stylize_one(forward, partial(check_memory, net, device, dtype, src), src, dst, args)
+            stylize_one(stylizer, src, dst, args)
             continue
         except UserError as e:
             reason = str(e)
-        except torch.cuda.OutOfMemoryError:  # beyond check_memory's estimate: one line, not a traceback
-            fewer = " or --batch" if is_video(src) else ""
-            reason = f"{src}: out of {device.type} memory: pass a smaller --size{fewer}"
+        except (torch.cuda.OutOfMemoryError, MemoryError):  # beyond the plan's estimate: one line, not a traceback
+            fewer = " or --batch" if is_video(src) else " or --tile"
+            reason = f"{src}: out of {stylizer.device.type} memory: pass a smaller --size{fewer}"
         print(f"error: {reason}", file=sys.stderr)
         skipped.append(src)
     return skipped
@@ -133,16 +130,21 @@ def main(argv: list[str] | None = None) -> None:
             raise UserError("--size and --scale must be positive")
         if args.batch <= 0:
             raise UserError(f"--batch must be positive, got {args.batch}")
-        device = pick_device(args.device)
-        dtype = autocast_dtype(args.precision, device)
-        net, meta = load_style(args.ckpt, device)
+        if args.tile is not None and args.tile < 64:
+            raise UserError(f"--tile must be 64 pixels or more, got {args.tile}")
+        if not 0 <= args.strength <= 1:
+            raise UserError(f"--strength must be between 0 and 1, got {args.strength}")
+        from .images import collect_files
+
         inputs = collect_files(args.inputs, MEDIA_SUFFIXES)
         outputs = plan_outputs(inputs, args.output, args.out_dir)
-        forward = stylizer(net, device, dtype, args.preserve_color)
+        from .inference import load_stylizer
+
+        stylizer, meta = load_stylizer(args.ckpt, args.device, args.precision, args.preserve_color, args.strength)
         videos = sum(map(is_video, inputs))
-        print(f"style {meta['style']} ({meta['steps']} steps) on {device}, {'bf16' if dtype else 'fp32'}: "
+        print(f"style {meta['style']} ({meta['steps']} steps) on {stylizer.describe()}: "
               f"{len(inputs) - videos} image(s), {videos} video(s)", file=sys.stderr)
-    skipped = stylize_all(forward, net, device, dtype, inputs, outputs, args)
+    skipped = stylize_all(stylizer, inputs, outputs, args)
     if len(inputs) > 1 or skipped:
         print(f"{len(inputs) - len(skipped)} written, {len(skipped)} skipped", file=sys.stderr)
     if skipped:

@@ -1,0 +1,128 @@
+"""The inference library on the shipped (real, trained) style: tiles against a whole pass, the memory plan,
+strength, and the ONNX export against PyTorch."""
+
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import ROOT, run
+from impasto import ASSETS
+from impasto.checkpoint import load_style
+from impasto.errors import UserError
+from impasto.images import load_image, resize_long_side, to_tensor
+from impasto.inference import Stylizer
+
+SHIPPED = ROOT / "checkpoints" / "starry_night.safetensors"
+CPU = torch.device("cpu")
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return 10 * math.log10(1 / max((a - b).square().mean().item(), 1e-20))
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_style(SHIPPED)[0]
+
+
+def preview(size: int, name: str = "chelsea") -> torch.Tensor:
+    return to_tensor(resize_long_side(load_image(ASSETS / "preview" / f"{name}.jpg"), size)).unsqueeze(0)
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16], ids=["fp32", "bf16"])
+def test_tiles_give_the_whole_pass_without_a_seam(shipped, dtype):
+    """Odd sizes and tiles of 64: eleven tiles, edges that are not multiples of 4, each norm's statistics whole."""
+    image = preview(211)[..., :139, :211]
+    stylizer = Stylizer(shipped, CPU, dtype)
+    whole, tiled = stylizer.image(image), stylizer.image(image, tile=64)
+    assert tiled.shape == whole.shape == image.shape
+    assert psnr(tiled, whole) >= 40
+    # A seam would be a line of differences of many levels at a tile edge (x = 64, 128, ...; y = 64, 128).
+    levels = (tiled - whole).abs().max() * 255
+    assert levels < (1.0 if dtype is None else 4.0), levels
+
+
+def test_tiles_alone_match_the_network_to_float_rounding(shipped):
+    from impasto.tiling import tiled_forward
+
+    image = preview(120)[..., :77, :120]
+    with torch.inference_mode():
+        expected = shipped(image)
+    assert (tiled_forward(shipped, image, CPU, None, tile=32) - expected).abs().max() < 1e-4
+
+
+def test_the_plan_takes_a_whole_pass_then_tiles_then_refuses(shipped, monkeypatch):
+    import impasto.inference as inference
+
+    stylizer = Stylizer(shipped, CPU, None)
+    for free, expected in ((40 * 2**30, None), (8 * 2**30, 1024)):
+        monkeypatch.setattr(inference, "free_memory", lambda device, free=free: free)
+        assert stylizer.plan("p.jpg", 7680, 4320) == expected  # 8K: 33 GB whole, about 7 GB tiled
+    assert stylizer.plan("p.jpg", 7680, 4320, tile=512) == 512
+    monkeypatch.setattr(inference, "free_memory", lambda device: 2**30)
+    with pytest.raises(UserError, match=r"even in tiles.*--size \d+ or less"):
+        stylizer.plan("p.jpg", 7680, 4320)
+
+
+def test_stylize_tiles_an_image_on_request_and_says_so(tmp_path):
+    out = tmp_path / "tiled.png"
+    result = run("stylize.py", "--ckpt", str(SHIPPED), str(ASSETS / "preview" / "coffee.jpg"), "--size", "150",
+                 "--tile", "64", "--precision", "fp32", "-o", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "in 64-pixel tiles" in result.stderr
+    whole = Stylizer(load_style(SHIPPED)[0], CPU, None).image(preview(150, "coffee"))
+    assert psnr(to_tensor(load_image(out)).unsqueeze(0), whole) > 40  # the PNG's rounding aside
+
+
+def test_style_loss_falls_steadily_with_strength(shipped):
+    """With the real VGG19: the further toward 1, the closer the Gram matrices come to the painting's."""
+    from impasto.config import load_style_images
+    from impasto.gatys import evaluate
+    from impasto.losses import build_perceptual_loss
+
+    meta = load_style(SHIPPED)[1]
+    image = preview(160)
+    style_cfg = OmegaConf.create({"image": str(ASSETS / "styles" / "starry_night.jpg"), "size": 256, "blend": None})
+    styles, blend = load_style_images(style_cfg)
+    loss = build_perceptual_loss(meta["loss"])
+    loss.set_style(styles, blend)
+    strengths = [0, 0.25, 0.5, 0.75, 1]
+    style = [evaluate(loss, Stylizer(shipped, CPU, None, strength=s).image(image), image)["style"]
+             for s in strengths]
+    assert all(a > b for a, b in zip(style, style[1:])), dict(zip(strengths, style))
+    assert style[0] > 3 * style[-1]  # and by far: the photo is nowhere near the painting
+    assert torch.equal(Stylizer(shipped, CPU, None, strength=0).image(image), image)
+
+
+def test_a_strength_outside_0_to_1_is_refused(tmp_path, photo):
+    from conftest import assert_user_error
+
+    assert_user_error(run("stylize.py", "--ckpt", str(SHIPPED), str(photo), "-o", str(tmp_path / "o.png"),
+                          "--strength", "1.5"), "--strength", "between 0 and 1")
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_onnx_export_matches_pytorch_and_stylize_runs_it(tmp_path, shipped):
+    pytest.importorskip("onnxruntime", reason="pip install 'impasto[onnx]' (the test extra installs it)")
+    from impasto.onnx_style import OnnxStyle
+
+    model = tmp_path / "starry_night.onnx"
+    result = run("scripts/export_onnx.py", str(SHIPPED), str(model))
+    assert result.returncode == 0, result.stderr[-2000:]
+    onnx_style = OnnxStyle(model)
+    assert onnx_style.meta["style"] == "starry_night"
+    for h, w in ((96, 128), (77, 131), (12, 40)):  # dynamic sizes, odd ones, and one under the network's minimum
+        image = preview(131)[..., :h, :w]
+        with torch.inference_mode():
+            expected = shipped(image)
+        got = onnx_style(image)
+        assert got.shape == expected.shape
+        assert (got - expected).abs().max() < 1e-3, (h, w, (got - expected).abs().max())
+    out = tmp_path / "o.png"
+    result = run("stylize.py", "--ckpt", str(model), str(ASSETS / "preview" / "coffee.jpg"), "--size", "96", "-o",
+                 str(out))
+    assert result.returncode == 0 and "onnxruntime" in result.stderr, result.stderr[-2000:]
+    whole = Stylizer(shipped, CPU, None).image(preview(96, "coffee"))
+    assert psnr(to_tensor(load_image(out)).unsqueeze(0), whole) > 40
