@@ -207,11 +207,18 @@ def bench_train(args) -> dict:
 STYLIZE_SIZES = {"512": (512, 512), "1080p": (1920, 1080), "4k": (3840, 2160)}
 
 
-def stylize_mode(net, device, mode: str):
-    """A Stylizer for a mode named like bf16+cl+compile: a precision, then channels_last and torch.compile."""
+def stylize_mode(net, device, mode: str, ckpt: str | None, tmp: str):
+    """A Stylizer for a mode named like bf16+cl+compile (a precision, then channels_last and torch.compile), or onnx:
+    the --ckpt style exported to ONNX and run by onnxruntime on the CPU."""
     from impasto.inference import Stylizer
     from impasto.runtime import autocast_dtype
 
+    if mode == "onnx":
+        from impasto.onnx_style import OnnxStyle, export_onnx
+
+        if device.type != "cpu" or not ckpt:
+            raise SystemExit("the onnx mode needs --device cpu and a --ckpt to export")
+        return Stylizer(OnnxStyle(export_onnx(ckpt, Path(tmp) / "style.onnx", overwrite=True)), device, None)
     precision, *options = mode.split("+")
     return Stylizer(net, device, autocast_dtype(precision, device), channels_last="cl" in options,
                     compile="compile" in options)
@@ -235,38 +242,39 @@ def bench_stylize(args) -> dict:
     result = {"bench": "stylize", "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "ckpt": args.ckpt, "modes": {}}
     reference = None
-    for mode in args.modes.split(","):
-        stylizer = stylize_mode(copy.deepcopy(base), device, mode)
-        row: dict = {}
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        for name, (w, h) in sizes.items():
-            per_batch = {}
-            for batch in [1, *args.stylize_batches]:
-                x = torch.rand(batch, 3, h, w, device=device)
-                try:
-                    for _ in range(args.warmup):
-                        stylizer(x)
-                    sync(device)
-                    start = time.perf_counter()
-                    for _ in range(args.iters):
-                        stylizer(x)
-                    sync(device)
-                except torch.cuda.OutOfMemoryError:
-                    break
-                per_batch[batch] = round(batch * args.iters / (time.perf_counter() - start), 1)
-            best = max(per_batch, key=per_batch.get)
-            row[name] = {"batch1_per_s": per_batch[1], "best_batch": best, "best_per_s": per_batch[best]}
-        if device.type == "cuda":
-            row["peak_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-        out = stylizer(photo).cpu()
-        if reference is None:
-            reference = out
-        mse = (out - reference).square().mean().item()
-        row[f"psnr_vs_first_mode_db_{psnr_size}"] = round(10 * math.log10(1 / mse), 1) if mse > 0 else None
-        if args.video:
-            row["video"] = bench_video(stylizer, Path(args.video), row[psnr_size]["best_batch"])
-        result["modes"][mode] = row
+    with tempfile.TemporaryDirectory() as tmp:  # the onnx mode's export
+        for mode in args.modes.split(","):
+            stylizer = stylize_mode(copy.deepcopy(base), device, mode, args.ckpt, tmp)
+            row: dict = {}
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            for name, (w, h) in sizes.items():
+                per_batch = {}
+                for batch in [1, *args.stylize_batches]:
+                    x = torch.rand(batch, 3, h, w, device=device)
+                    try:
+                        for _ in range(args.warmup):
+                            stylizer(x)
+                        sync(device)
+                        start = time.perf_counter()
+                        for _ in range(args.iters):
+                            stylizer(x)
+                        sync(device)
+                    except torch.cuda.OutOfMemoryError:
+                        break
+                    per_batch[batch] = round(batch * args.iters / (time.perf_counter() - start), 1)
+                best = max(per_batch, key=per_batch.get)
+                row[name] = {"batch1_per_s": per_batch[1], "best_batch": best, "best_per_s": per_batch[best]}
+            if device.type == "cuda":
+                row["peak_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+            out = stylizer(photo).cpu()
+            if reference is None:
+                reference = out
+            mse = (out - reference).square().mean().item()
+            row[f"psnr_vs_first_mode_db_{psnr_size}"] = round(10 * math.log10(1 / mse), 1) if mse > 0 else None
+            if args.video:
+                row["video"] = bench_video(stylizer, Path(args.video), row[psnr_size]["best_batch"])
+            result["modes"][mode] = row
     return result
 
 
@@ -317,8 +325,8 @@ def main() -> None:
     p.add_argument("--precision", default="auto", help="train: auto, fp32 or bf16")
     p.add_argument("--compile", action="store_true", help="train: torch.compile the transformer and the VGG")
     p.add_argument("--modes", default="fp32,bf16,bf16+cl,bf16+cl+compile",
-                   help="stylize: precision[+cl (channels_last)][+compile], comma-separated; the first is the "
-                        "PSNR reference")
+                   help="stylize: precision[+cl (channels_last)][+compile], or onnx (onnxruntime, CPU), "
+                        "comma-separated; the first is the PSNR reference")
     p.add_argument("--sizes", default="512,1080p,4k", help="stylize: 512, 1080p, 4k or a square side N")
     p.add_argument("--frame-batches", default="4,8,16,32", help="stylize: batches tried beside batch 1")
     p.add_argument("--video", help="stylize: a clip to stylize end to end with each mode")

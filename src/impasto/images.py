@@ -61,25 +61,29 @@ def _to_srgb(image: Image.Image) -> Image.Image:
     return base.convert("RGB")
 
 
-def _open(path: str | os.PathLike, what: str, read):
-    """read(opened image), or a one-line UserError naming the file: missing, unreadable, truncated, or over
-    MAX_PIXELS by its header (a decompression bomb), which is checked before anything is decoded."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise UserError(f"{what} {path} does not exist: check the path")
-    if path.is_dir():
-        raise UserError(f"{what} {path} is a folder, not an image file")
+def _open(source: str | os.PathLike | bytes, what: str, read, name: str = "upload"):
+    """read(opened image) for a file, or for bytes (an upload, called `name` in messages); or a one-line UserError:
+    missing, unreadable, truncated, or over MAX_PIXELS by its header (a decompression bomb), which is checked
+    before anything is decoded."""
+    if isinstance(source, bytes):
+        label, stream = name, io.BytesIO(source)
+    else:
+        label = stream = Path(source).expanduser()
+        if not label.exists():
+            raise UserError(f"{what} {label} does not exist: check the path")
+        if label.is_dir():
+            raise UserError(f"{what} {label} is a folder, not an image file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(stream) as im:
                 return read(im)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise UserError(f"{what} {path} declares more than {MAX_PIXELS / 1e6:.0f} megapixels: refused unread, as a "
-                        "possible decompression bomb") from None
+        raise UserError(f"{what} {label} declares more than {MAX_PIXELS / 1e6:.0f} megapixels: refused unread, as "
+                        "a possible decompression bomb") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         reason = "truncated" if "truncated" in str(e) else e.__class__.__name__
-        raise UserError(f"{what} {path} is not a readable image ({reason}): give a JPEG or PNG") from None
+        raise UserError(f"{what} {label} is not a readable image ({reason}): give a JPEG or PNG") from None
 
 
 def _read_photo(im: Image.Image) -> Photo:
@@ -91,9 +95,9 @@ def _read_photo(im: Image.Image) -> Photo:
     return Photo(_to_srgb(im), alpha, exif.tobytes() if exif else None)
 
 
-def load_photo(path: str | os.PathLike, what: str = "input image") -> Photo:
-    """An image file as a viewer shows it, for stylizing (see Photo); a UserError for a bad file."""
-    return _open(path, what, _read_photo)
+def load_photo(source: str | os.PathLike | bytes, what: str = "input image", name: str = "upload") -> Photo:
+    """An image file, or its bytes, as a viewer shows it, for stylizing (see Photo); a UserError for a bad one."""
+    return _open(source, what, _read_photo, name)
 
 
 def load_image(path: str | os.PathLike, what: str = "image") -> Image.Image:
@@ -132,12 +136,7 @@ def to_pil(tensor: torch.Tensor) -> Image.Image:
 ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
 
 
-def save_atomic(image: Image.Image, path: str | os.PathLike, alpha: Image.Image | None = None,
-                exif: bytes | None = None) -> None:
-    """Save an image atomically, in the format its suffix names, tagged as sRGB. JPEG and WebP at JPEG_QUALITY;
-    `alpha` reattached where the format has an alpha channel (PNG, WebP, TIFF; a JPEG has none); `exif` carried
-    over where the format stores it."""
-    fmt = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
+def _write(image: Image.Image, target, fmt: str, alpha: Image.Image | None, exif: bytes | None) -> None:
     options: dict = {"icc_profile": SRGB_ICC}
     if fmt in ("JPEG", "WEBP"):
         options["quality"] = JPEG_QUALITY
@@ -148,7 +147,23 @@ def save_atomic(image: Image.Image, path: str | os.PathLike, alpha: Image.Image 
     if alpha is not None and fmt in ALPHA_FORMATS:
         image = image.copy()
         image.putalpha(alpha if alpha.size == image.size else alpha.resize(image.size, Image.Resampling.LANCZOS))
-    write_atomic(path, lambda tmp: image.save(tmp, format=fmt, **options))
+    image.save(target, format=fmt, **options)
+
+
+def save_atomic(image: Image.Image, path: str | os.PathLike, alpha: Image.Image | None = None,
+                exif: bytes | None = None) -> None:
+    """Save an image atomically, in the format its suffix names, tagged as sRGB. JPEG and WebP at JPEG_QUALITY;
+    `alpha` reattached where the format has an alpha channel (PNG, WebP, TIFF; a JPEG has none); `exif` carried
+    over where the format stores it."""
+    fmt = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
+    write_atomic(path, lambda tmp: _write(image, tmp, fmt, alpha, exif))
+
+
+def encode_image(image: Image.Image, fmt: str, alpha: Image.Image | None = None, exif: bytes | None = None) -> bytes:
+    """The bytes save_atomic would write in `fmt` (JPEG, PNG, …)."""
+    buffer = io.BytesIO()
+    _write(image, buffer, fmt, alpha, exif)
+    return buffer.getvalue()
 
 
 def list_images(root: str | os.PathLike, suffixes: set[str] = IMAGE_SUFFIXES) -> list[Path]:

@@ -38,31 +38,46 @@ class Stylizer:
             net.to(memory_format=torch.channels_last)
         self.whole_pass = torch.compile(net) if compile else net
 
+    def _whole(self, batch: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
+            return self.whole_pass(batch.contiguous(memory_format=self.memory_format)).float()
+
     @torch.inference_mode()
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         """A whole pass on a batch (B, 3, H, W) in [0, 1], held anywhere; fp32 in [0, 1] on the device. In bf16
         autocast the shipped style is at 53–55 dB PSNR from fp32: no visible difference. The default memory layout:
         channels_last ran slower on an H100 (1080p: 25 vs 17 ms)."""
         batch = batch.to(self.device)
-        with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
-            out = self.whole_pass(batch.contiguous(memory_format=self.memory_format)).float()
-        return self.finish(out, batch.float())
+        return self.finish(self._whole(batch), batch.float())
 
     @torch.inference_mode()
     def image(self, image: torch.Tensor, tile: int | None = None) -> torch.Tensor:
         """One image (1, 3, H, W): a whole pass, or `tile`-pixel tiles (tiling.py); returned on the image's device."""
         if tile is None:
             return self(image).to(image.device)
-        return self.finish(tiled_forward(self.net, image, self.device, self.dtype, tile), image.float())
+        return self.finish(self.raw(image, tile), image.float())
+
+    @torch.inference_mode()
+    def raw(self, image: torch.Tensor, tile: int | None = None) -> torch.Tensor:
+        """The network's output for one image, before finish(): for a front end that applies several strengths or
+        colour choices to one pass."""
+        if tile is None:
+            return self._whole(image.to(self.device)).to(image.device)
+        return tiled_forward(self.net, image, self.device, self.dtype, tile)
 
     def describe(self) -> str:
         runtime = "onnxruntime" if not isinstance(self.net, TransformerNet) else "bf16" if self.dtype else "fp32"
         return f"{self.device}, {runtime}"
 
-    def finish(self, out: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
-        if self.keep_colors:
+    def finish(self, out: torch.Tensor, photo: torch.Tensor, keep_colors: bool | None = None,
+               strength: float | None = None) -> torch.Tensor:
+        """The network's output `out` for `photo` with the colour choice and strength applied (the Stylizer's own,
+        unless given), clamped to [0, 1]."""
+        keep_colors = self.keep_colors if keep_colors is None else keep_colors
+        strength = self.strength if strength is None else strength
+        if keep_colors:
             out = preserve_color(out, photo)
-        return blend_strength(out.clamp(0, 1), photo, self.strength)
+        return blend_strength(out.clamp(0, 1), photo, strength)
 
     def _per_pixel(self) -> tuple[float, float, float]:
         """Bytes per pixel: a whole pass; tiled, resident and at the residual blocks' peak."""

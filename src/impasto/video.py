@@ -5,6 +5,8 @@ PyAV (FFmpeg's libraries) is imported only when a video is given, so stylizing i
 
 import heapq
 import io
+import queue
+import threading
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -89,6 +91,40 @@ class FrameTimes:
         return pts
 
 
+class Writer:
+    """A thread that runs `write` on each item put, in order, while the caller decodes and stylizes the next batch:
+    decoding, the network and encoding overlap (on a GPU, the copy of a batch back to the CPU waits here too). At
+    most `depth` items wait; an error on the thread is raised in the caller at its next put or at the end."""
+
+    def __init__(self, write: Callable[[object], None], depth: int = 2):
+        self.write, self.items = write, queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="video-writer", daemon=True)
+
+    def _run(self) -> None:
+        while (item := self.items.get()) is not None:
+            if self.error is None:
+                try:
+                    self.write(item)
+                except BaseException as e:  # handed to the caller, who raises it
+                    self.error = e
+
+    def put(self, item) -> None:
+        if self.error is not None:
+            raise self.error
+        self.items.put(item)
+
+    def __enter__(self) -> "Writer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.items.put(None)
+        self.thread.join()
+        if self.error is not None and exc[0] is None:
+            raise self.error
+
+
 # Output colour: BT.709, limited range, converted so and tagged so. Untagged video is read as BT.601 or BT.709
 # depending on the player and the size, which shifts saturated colours.
 BT709 = {"format": "yuv420p", "dst_colorspace": "ITU709", "dst_color_range": "MPEG", "dst_color_trc": 1,
@@ -166,28 +202,35 @@ def stylize_video(forward: Callable[[torch.Tensor], torch.Tensor], src: Path, ds
                 audio_out = output.add_stream_from_template(audio_in) if copy_audio else None
                 pending = []
 
-                def encode_pending() -> None:
+                def write(item) -> None:
+                    """On the writer thread: a batch's frames encoded and muxed, or an audio packet muxed."""
                     nonlocal written
-                    stylized = forward(_to_batch(pending, width, height, turns))
-                    for original, rgb in zip(pending, _to_rgb24(stylized)):
+                    if isinstance(item, av.Packet):
+                        output.mux(item)
+                        return
+                    stylized, times_out = item
+                    for rgb, pts in zip(_to_rgb24(stylized), times_out):
                         frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(**BT709)
-                        frame.pts, frame.time_base = times.next(original.pts), time_base
+                        frame.pts, frame.time_base = pts, time_base
                         output.mux(video_out.encode(frame))
-                    written += len(pending)
-                    bar.update(len(pending))
-                    pending.clear()
+                    written += len(times_out)
+                    bar.update(len(times_out))
 
-                for packet in source.demux(*[video_in] + ([audio_in] if copy_audio else [])):
-                    if packet.stream is video_in:
-                        times.add_packet(packet.pts, packet.size)
-                        pending += packet.decode()
-                        if len(pending) >= batch:
-                            encode_pending()
-                    elif packet.dts is not None:  # audio, copied; a None dts marks the demuxer's final flush
-                        packet.stream = audio_out
-                        output.mux(packet)
-                if pending:
-                    encode_pending()
+                with Writer(write) as writer:
+                    for packet in source.demux(*[video_in] + ([audio_in] if copy_audio else [])):
+                        if packet.stream is video_in:
+                            times.add_packet(packet.pts, packet.size)
+                            pending += packet.decode()
+                            if len(pending) >= batch:
+                                writer.put((forward(_to_batch(pending, width, height, turns)),
+                                            [times.next(f.pts) for f in pending]))
+                                pending = []
+                        elif packet.dts is not None:  # audio, copied; a None dts marks the demuxer's final flush
+                            packet.stream = audio_out
+                            writer.put(packet)
+                    if pending:
+                        writer.put((forward(_to_batch(pending, width, height, turns)),
+                                    [times.next(f.pts) for f in pending]))
                 if written == 0:  # raised inside the write: the temporary file goes, an existing output stays
                     raise UserError(f"input video {src} has no frames that decode")
                 output.mux(video_out.encode(None))  # drain the encoder's look-ahead

@@ -1,0 +1,55 @@
+"""python -m impasto.web: serve the page on this machine and print its address (it opens nothing by itself)."""
+
+import argparse
+import socket
+import sys
+from pathlib import Path
+
+from ..errors import UserError, exit_on_user_error
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m impasto.web", description=__doc__.splitlines()[0])
+    p.add_argument("--styles", action="append", default=[], metavar="DIR",
+                   help="a folder of style checkpoints to offer beside checkpoints/ (repeatable)")
+    p.add_argument("--checkpoints", default="checkpoints", metavar="DIR",
+                   help="the folder of trained styles (default: checkpoints, where train.py exports)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for the network)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, …")
+    p.add_argument("--precision", default="auto", help="auto, fp32 or bf16, as in stylize.py")
+    p.add_argument("--max-upload-mb", type=float, default=40, help="the largest photo accepted (default 40 MB)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    with exit_on_user_error():
+        try:
+            import uvicorn
+
+            from .app import create_app
+        except ImportError as e:
+            raise UserError(f"the web page needs {e.name}: pip install -e '.[web]'") from None
+        from .library import StyleLibrary
+
+        folders = [Path(args.checkpoints).expanduser()] + [Path(d).expanduser() for d in args.styles]
+        library = StyleLibrary(folders, args.device, args.precision)
+        listener = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind((args.host, args.port))
+            listener.listen(128)  # from here on, connections wait in the queue until the server takes them
+        except OSError as e:
+            raise UserError(f"cannot listen on {args.host}:{args.port} ({e.strerror}): pass another --port") from None
+        host, port = listener.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        print(f"impasto: {len(library.styles)} style(s) on {library.device}; open http://{shown}:{port}/ "
+              "(Ctrl+C stops)", file=sys.stderr, flush=True)
+    config = uvicorn.Config(create_app(library, args.max_upload_mb), log_level="warning")
+    uvicorn.Server(config).run(sockets=[listener])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""The styles a web page offers: every style file found, each loaded once on first use and kept, with a thumbnail of
+its painting."""
+
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UserError
+
+
+@dataclass
+class Style:
+    name: str
+    path: Path
+    meta: dict
+    thumbnail: bytes | None = None
+    stylizer: object = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class StyleLibrary:
+    """The `.safetensors` styles under `folders`, by file stem (the first of a name wins), on `device` in
+    `precision`. A file that is not an impasto style is left out with a warning line."""
+
+    def __init__(self, folders: list[Path], device: str = "auto", precision: str = "auto"):
+        from ..checkpoint import SUFFIX, read_meta
+        from ..runtime import autocast_dtype, pick_device
+
+        self.device = pick_device(device)
+        self.dtype = autocast_dtype(precision, self.device)
+        self.styles: dict[str, Style] = {}
+        for folder in folders:
+            if not folder.is_dir():
+                raise UserError(f"style folder {folder} does not exist: start from the project's folder, or pass "
+                                "--checkpoints DIR or --styles DIR")
+            for path in sorted(folder.rglob(f"*{SUFFIX}")):
+                try:
+                    meta = read_meta(path)
+                except UserError as e:
+                    print(f"warning: left out: {e}", file=sys.stderr)
+                    continue
+                self.styles.setdefault(path.stem, Style(path.stem, path, meta))
+        if not self.styles:
+            raise UserError(f"no styles in {', '.join(map(str, folders))}: train one (python train.py) or pass "
+                            "--styles DIR")
+
+    def get(self, name: str) -> Style:
+        if name not in self.styles:
+            raise UserError(f"unknown style {name!r}: choose one of {', '.join(self.styles)}")
+        return self.styles[name]
+
+    def stylizer(self, name: str):
+        """The style's Stylizer, loaded on first use and kept."""
+        from ..checkpoint import load_style
+        from ..inference import Stylizer
+
+        style = self.get(name)
+        with style.lock:
+            if style.stylizer is None:
+                style.stylizer = Stylizer(load_style(style.path, self.device)[0], self.device, self.dtype)
+        return style.stylizer
+
+    def thumbnail(self, name: str, size: int = 192) -> bytes:
+        """A small JPEG of the style's painting; where the painting is not on this machine, the style applied to a
+        preview photo instead."""
+        from PIL import Image
+
+        from .. import ASSETS
+        from ..checkpoint import asset_path
+        from ..images import encode_image, load_image, to_pil, to_tensor
+
+        style = self.get(name)
+        if style.thumbnail is None:
+            images = style.meta.get("style_image") or []
+            first = Path(asset_path(images if isinstance(images, str) else images[0])) if images else None
+            if first is not None and first.is_file():
+                image = load_image(first, "style image")
+            else:
+                photo = load_image(ASSETS / "preview" / "chelsea.jpg")
+                photo.thumbnail((size, size), Image.Resampling.LANCZOS)
+                image = to_pil(self.stylizer(name).image(to_tensor(photo).unsqueeze(0))[0])
+            image.thumbnail((size, size), Image.Resampling.LANCZOS)
+            style.thumbnail = encode_image(image, "JPEG")
+        return style.thumbnail

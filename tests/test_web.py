@@ -1,0 +1,163 @@
+"""The web page as users run it: `python -m impasto.web` in a subprocess with the shipped style. Its API over HTTP
+(photos, bad uploads, two users at once), and the page itself in headless Chromium (Debian's chromium and
+chromium-driver, which README's test command installs)."""
+
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from email.message import Message
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import ROOT
+from impasto import ASSETS
+
+pytestmark = pytest.mark.slow  # starts the server in a subprocess
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The server on a free port, offering the shipped style; its base URL."""
+    styles = tmp_path_factory.mktemp("styles")
+    shutil.copy(ROOT / "checkpoints" / "starry_night.safetensors", styles)
+    process = subprocess.Popen([sys.executable, "-m", "impasto.web", "--port", "0", "--checkpoints", str(styles),
+                                "--device", "cpu", "--max-upload-mb", "2"],
+                               cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    line = process.stderr.readline()
+    address = re.search(r"http://[\d.]+:\d+", line)
+    assert address, line + process.stderr.read()
+    # Drain the log, or a full pipe would block the server.
+    log: list[str] = []
+    threading.Thread(target=lambda: log.extend(process.stderr), daemon=True).start()
+    yield address.group(0)
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def post(url: str, data: bytes, headers: dict | None = None) -> tuple[int, Message, bytes]:
+    request = urllib.request.Request(url, data=data, headers=headers or {}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=300) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def upload(server: str, data: bytes, name: str = "photo.jpg") -> tuple[int, dict]:
+    status, _, body = post(f"{server}/api/photos", data, {"X-Filename": name})
+    return status, json.loads(body)
+
+
+def stylize(server: str, photo: str, **options) -> tuple[int, Message, bytes]:
+    body = json.dumps({"photo": photo, "style": "starry_night", **options}).encode()
+    return post(f"{server}/api/stylize", body, {"Content-Type": "application/json"})
+
+
+def test_a_photo_comes_back_stylized_at_its_size_and_a_remix_is_quick(server):
+    status, photo = upload(server, (ASSETS / "preview" / "coffee.jpg").read_bytes())
+    assert status == 200 and (photo["width"], photo["height"]) == (512, 341)
+    status, headers, body = stylize(server, photo["id"], size=256)
+    assert status == 200 and headers["Content-Type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(body)).size == (256, 170)
+    assert "256x170, in one pass" in headers["X-Impasto-Note"]
+    status, headers, again = stylize(server, photo["id"], size=256, strength=0.5, keep_colors=True)
+    assert status == 200 and "remixed" in headers["X-Impasto-Note"] and again != body
+
+
+def test_two_users_at_once_both_get_their_results(server):
+    photos = [upload(server, (ASSETS / "preview" / f"{name}.jpg").read_bytes())[1] for name in ("chelsea", "coffee")]
+    results: dict[int, tuple] = {}
+
+    def ask(i: int) -> None:
+        results[i] = stylize(server, photos[i]["id"], size=200)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sizes = [Image.open(io.BytesIO(results[i][2])).size for i in range(2)]
+    assert [results[i][0] for i in range(2)] == [200, 200] and sizes == [(200, 133), (200, 133)]
+
+
+@pytest.mark.parametrize("data, status, needle", [
+    (b"not an image at all", 422, "not a readable image"),
+    ((ASSETS / "preview" / "coffee.jpg").read_bytes()[:3000], 422, "truncated"),
+    (b"\xff" * (3 * 2**20), 413, "upload limit of 2 MB"),
+    (b"", 400, "empty"),
+], ids=["text", "truncated", "too-large", "empty"])
+def test_a_bad_upload_gets_a_message_not_a_traceback(server, data, status, needle):
+    got, answer = upload(server, data, "bad.jpg")
+    assert got == status and needle in answer["error"], answer
+    assert "Traceback" not in answer["error"]
+
+
+def test_a_bad_stylize_request_gets_a_message(server):
+    assert stylize(server, "forgotten")[0] == 422
+    photo = upload(server, (ASSETS / "preview" / "coffee.jpg").read_bytes())[1]
+    status, _, body = stylize(server, photo["id"], strength=3)
+    assert status == 400 and "between 0 and 1" in json.loads(body)["error"]
+    status, _, body = post(f"{server}/api/stylize", b"{broken json")
+    assert status == 400 and "needs JSON" in json.loads(body)["error"]
+
+
+def chromium_and_driver() -> tuple[str, str]:
+    found = shutil.which("chromium"), shutil.which("chromedriver")
+    if not all(found):
+        pytest.fail("the browser test needs Debian's chromium and chromium-driver: apt-get install -y chromium "
+                    "chromium-driver (README's test command does)")
+    return found
+
+
+@pytest.mark.browser
+def test_the_page_in_a_real_browser(server, tmp_path):
+    """Upload a photo, pick a style, move the strength, wait for the result, check its size; a screenshot."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    browser, driver_path = chromium_and_driver()
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1280,900", f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    wait = WebDriverWait(driver, 240)
+    try:
+        driver.get(server)
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".style img"))
+        Select(driver.find_element(By.ID, "size")).select_by_value("1024")
+        driver.find_element(By.ID, "file").send_keys(str(ASSETS / "preview" / "coffee.jpg"))
+        wait.until(lambda d: "Photo, 512" in d.find_element(By.ID, "original-caption").text)
+        driver.find_element(By.CSS_SELECTOR, ".style[data-style='starry_night']").click()
+        wait.until(lambda d: "strength 1.00" in d.find_element(By.ID, "result-caption").text)
+        slider = driver.find_element(By.ID, "strength")
+        slider.send_keys(Keys.ARROW_LEFT, Keys.ARROW_LEFT, Keys.ARROW_LEFT, Keys.ARROW_LEFT)
+        wait.until(lambda d: "strength 0.80" in d.find_element(By.ID, "result-caption").text)
+        caption = driver.find_element(By.ID, "result-caption").text
+        size = driver.execute_script("const r = document.getElementById('result');"
+                                     "return r.complete ? [r.naturalWidth, r.naturalHeight] : null")
+        assert size == [512, 341], size  # 1024 px caps the long side; this photo is smaller, so its own size
+        assert "remixed" in caption and driver.find_element(By.ID, "error").text == ""
+        link = driver.find_element(By.ID, "download")
+        assert link.is_displayed() and link.get_attribute("download") == "coffee_starry_night.jpg"
+        shot = Path(tmp_path / "page.png")
+        driver.save_screenshot(str(shot))
+        assert Image.open(shot).size[0] >= 1000
+        if target := os.environ.get("IMPASTO_SCREENSHOT"):  # for the README's picture
+            shutil.copy(shot, target)
+    finally:
+        driver.quit()
