@@ -8,7 +8,8 @@
   python scripts/bench.py stylize [--ckpt C --modes fp32,bf16+cl+compile --video CLIP]  stylize.py's own pass per
                       mode: images/s at 512x512, 1080p and 4K, batch 1 and the best batch, peak memory, PSNR from
                       the first mode, and a clip's end-to-end frames/s
-  python scripts/bench.py startup  stylize.py --help, and its first 512-pixel photo on the CPU, wall seconds
+  python scripts/bench.py startup  stylize.py --help, and its first 512-pixel photo on the CPU (PyTorch, and ONNX),
+                      wall seconds
 """
 
 import argparse
@@ -218,7 +219,8 @@ def stylize_mode(net, device, mode: str, ckpt: str | None, tmp: str):
 
         if device.type != "cpu" or not ckpt:
             raise SystemExit("the onnx mode needs --device cpu and a --ckpt to export")
-        return Stylizer(OnnxStyle(export_onnx(ckpt, Path(tmp) / "style.onnx", overwrite=True)), device, None)
+        style = OnnxStyle(export_onnx(ckpt, Path(tmp) / "style.onnx", overwrite=True))
+        return lambda batch: torch.from_numpy(style.run(batch.numpy()))
     precision, *options = mode.split("+")
     return Stylizer(net, device, autocast_dtype(precision, device), channels_last="cl" in options,
                     compile="compile" in options)
@@ -262,7 +264,7 @@ def bench_stylize(args) -> dict:
                         sync(device)
                     except torch.cuda.OutOfMemoryError:
                         break
-                    per_batch[batch] = round(batch * args.iters / (time.perf_counter() - start), 1)
+                    per_batch[batch] = float(f"{batch * args.iters / (time.perf_counter() - start):.3g}")
                 best = max(per_batch, key=per_batch.get)
                 row[name] = {"batch1_per_s": per_batch[1], "best_batch": best, "best_per_s": per_batch[best]}
             if device.type == "cuda":
@@ -291,14 +293,18 @@ def bench_video(stylizer, clip: Path, batch: int) -> dict:
 
 
 def bench_startup(args) -> dict:
-    """stylize.py as a user starts it: `--help`, and the first 512-pixel photo on the CPU, wall seconds each."""
+    """stylize.py as a user starts it: `--help`, and the first 512-pixel photo on the CPU, wall seconds each, with
+    the .safetensors style (PyTorch) and with it exported to ONNX (onnxruntime, without torch)."""
+    from impasto.onnx_style import export_onnx
+
     photo = ROOT / "src" / "impasto" / "assets" / "preview" / "chelsea.jpg"
     ckpt = args.ckpt or str(ROOT / "checkpoints" / "starry_night.safetensors")
     timings = {}
     with tempfile.TemporaryDirectory() as tmp:
-        commands = {"help_s": ["--help"],
-                    "first_512_photo_s": ["--ckpt", ckpt, str(photo), "--size", "512", "--device", "cpu", "-o",
-                                          str(Path(tmp) / "out.jpg"), "--overwrite"]}
+        onnx = export_onnx(ckpt, Path(tmp) / "style.onnx")
+        first = [str(photo), "--size", "512", "-o", str(Path(tmp) / "out.jpg"), "--overwrite"]
+        commands = {"help_s": ["--help"], "first_512_photo_s": ["--ckpt", ckpt, "--device", "cpu", *first],
+                    "first_512_photo_onnx_s": ["--ckpt", str(onnx), *first]}
         for name, command in commands.items():
             runs = []
             for _ in range(args.iters):

@@ -82,7 +82,7 @@ def test_free_memory_is_known_on_this_cpu():
 
 
 def test_a_container_memory_limit_counts_as_the_free_memory(tmp_path):
-    from impasto.runtime import cgroup_headroom
+    from impasto.memory import cgroup_headroom
 
     (tmp_path / "memory.max").write_text("max\n")  # cgroup v2 without a limit
     (tmp_path / "memory.current").write_text("1000\n")

@@ -104,7 +104,7 @@ def test_a_strength_outside_0_to_1_is_refused(tmp_path, photo):
     assert not (tmp_path / "o.png").exists()
 
 
-def test_onnx_export_matches_pytorch_and_stylize_runs_it(tmp_path, shipped):
+def test_onnx_export_matches_pytorch_and_stylize_runs_it_without_torch(tmp_path, shipped):
     from impasto.onnx_style import OnnxStyle  # onnx and onnxruntime come with the test extra
 
     model = tmp_path / "starry_night.onnx"
@@ -112,16 +112,36 @@ def test_onnx_export_matches_pytorch_and_stylize_runs_it(tmp_path, shipped):
     assert result.returncode == 0, result.stderr[-2000:]
     onnx_style = OnnxStyle(model)
     assert onnx_style.meta["style"] == "starry_night"
-    for h, w in ((96, 128), (77, 131), (12, 40)):  # dynamic sizes, odd ones, and one under the network's minimum
+    # Dynamic sizes, odd ones, one under the network's minimum; strength and the colour choice as inputs.
+    for (h, w), strength, keep in (((96, 128), 1.0, False), ((77, 131), 0.4, False), ((12, 40), 0.7, True)):
         image = preview(131)[..., :h, :w]
-        with torch.inference_mode():
-            expected = shipped(image)
-        got = onnx_style(image)
+        expected = Stylizer(shipped, CPU, None, keep_colors=keep, strength=strength).image(image)
+        got = torch.from_numpy(onnx_style.run(image.numpy(), strength, keep))
         assert got.shape == expected.shape
         assert (got - expected).abs().max() < 1e-3, (h, w, (got - expected).abs().max())
     out = tmp_path / "o.png"
-    result = run("stylize.py", "--ckpt", str(model), str(ASSETS / "preview" / "coffee.jpg"), "--size", "96", "-o",
-                 str(out))
+    # stylize.py with an .onnx style, as a user runs it; and it never loads torch on that path.
+    script = ("import sys; from impasto.stylize import main; main(sys.argv[1:]); "
+              "assert 'torch' not in sys.modules, 'torch was imported'")
+    result = run("-c", script, "--ckpt", str(model), str(ASSETS / "preview" / "coffee.jpg"), "--size", "96", "-o",
+                 str(out), "--strength", "0.5")
     assert result.returncode == 0 and "onnxruntime" in result.stderr, result.stderr[-2000:]
-    whole = Stylizer(shipped, CPU, None).image(preview(96, "coffee"))
+    whole = Stylizer(shipped, CPU, None, strength=0.5).image(preview(96, "coffee"))
     assert psnr(to_tensor(load_image(out)).unsqueeze(0), whole) > 40
+
+
+def test_an_onnx_style_refuses_what_it_cannot_do_in_one_line(tmp_path):
+    from conftest import assert_user_error
+
+    model = tmp_path / "s.onnx"
+    assert run("scripts/export_onnx.py", str(SHIPPED), str(model)).returncode == 0
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"")
+    photo = str(ASSETS / "preview" / "coffee.jpg")
+    assert_user_error(run("stylize.py", "--ckpt", str(model), str(clip), "-o", str(tmp_path / "o.mp4")),
+                      "use the .safetensors style for videos")
+    assert_user_error(run("stylize.py", "--ckpt", str(model), photo, "-o", str(tmp_path / "o.png"), "--tile", "256"),
+                      "whole passes only")
+    assert_user_error(run("stylize.py", "--ckpt", str(model), photo, "-o", str(tmp_path / "o.png"), "--device",
+                          "cuda"), "runs on the CPU")
+    assert_user_error(run("scripts/export_onnx.py", str(SHIPPED), str(model)), "exists", "--overwrite")

@@ -16,10 +16,9 @@ import torch
 from . import ASSETS, __version__
 from .errors import UserError
 from .files import write_atomic
+from .formats import STYLE_FORMAT, STYLE_FORMAT_VERSION
 from .transformer import TransformerConfig, TransformerNet
 
-FORMAT = "impasto-style"
-FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
 
 
@@ -39,7 +38,8 @@ def save_style(path: str | os.PathLike, net: TransformerNet, meta: dict[str, Any
     if broken:
         raise UserError(f"not writing {path}: {len(broken)} of the network's {len(tensors)} weight tensors are not "
                         f"finite (the first: {broken[0]}); the training run diverged")
-    metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "meta": json.dumps(full_meta, sort_keys=True)}
+    metadata = {"format": STYLE_FORMAT, "format_version": str(STYLE_FORMAT_VERSION),
+                "meta": json.dumps(full_meta, sort_keys=True)}
     return write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
@@ -55,10 +55,10 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
             header = f.metadata() or {}
     except Exception:  # safetensors raises several types for foreign files; all mean "not ours"
         header = {}
-    if header.get("format") != FORMAT:
+    if header.get("format") != STYLE_FORMAT:
         raise UserError(f"{path} is not an impasto style checkpoint: pass a checkpoints/<style>.safetensors "
                         "file exported by train.py")
-    if int(header.get("format_version", 0)) > FORMAT_VERSION:
+    if int(header.get("format_version", 0)) > STYLE_FORMAT_VERSION:
         raise UserError(f"{path} was written by a newer impasto (format {header['format_version']}): upgrade impasto")
     return json.loads(header["meta"])
 

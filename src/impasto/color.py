@@ -42,8 +42,13 @@ def blend_strength(stylized: torch.Tensor, photo: torch.Tensor, strength: float)
         return stylized
     if strength <= 0:
         return photo
+    return mix_oklab(stylized, photo, strength)
+
+
+def mix_oklab(stylized: torch.Tensor, photo: torch.Tensor, strength: float | torch.Tensor) -> torch.Tensor:
+    """blend_strength without its shortcuts at 0 and 1: one graph for any strength, as the ONNX export needs."""
     lab = srgb_to_oklab(photo)
-    return oklab_to_srgb(lab.lerp_(srgb_to_oklab(stylized), strength))
+    return oklab_to_srgb(lab + strength * (srgb_to_oklab(stylized) - lab))
 
 
 def preserve_color(stylized: torch.Tensor, content: torch.Tensor) -> torch.Tensor:

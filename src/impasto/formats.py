@@ -5,6 +5,11 @@ from pathlib import Path
 
 from .errors import UserError
 
+# A trained style: its weights and, in the file's metadata, this format name and version and a JSON `meta` entry
+# (checkpoint.py for .safetensors, onnx_style.py for .onnx).
+STYLE_FORMAT = "impasto-style"
+STYLE_FORMAT_VERSION = 1
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
 
 # What impasto writes, by output suffix: (FFmpeg muxer, video encoder, encoder options). H.264 at CRF 18, close to

@@ -1,18 +1,24 @@
 """Image files <-> tensors: loading as viewers show them (upright, in sRGB), with clear errors; resizing; saving
-atomically with the colour profile, the camera's metadata and the alpha channel kept."""
+atomically with the colour profile, the camera's metadata and the alpha channel kept. torch is imported only by the
+two tensor conversions, so that an ONNX style's path runs without it."""
+
+from __future__ import annotations
 
 import io
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from .errors import UserError
 from .files import write_atomic
 from .formats import IMAGE_SUFFIXES
+
+if TYPE_CHECKING:
+    import torch
 
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # Pillow's decompression-bomb limit (89 megapixels), refused before decoding
 SRGB_PROFILE = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
@@ -123,6 +129,8 @@ def resize_long_side(image: Image.Image, size: int | None, scale: float | None =
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """PIL RGB -> float (3, H, W) in [0, 1]."""
+    import torch
+
     data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
     return data.view(image.height, image.width, 3).permute(2, 0, 1).float().div(255).contiguous()
 

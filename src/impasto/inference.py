@@ -9,14 +9,12 @@ import torch
 
 from .color import blend_strength, preserve_color
 from .errors import UserError
+from .memory import BYTES_PER_PIXEL
 from .runtime import autocast_dtype, free_memory, pick_device
 from .tiling import DEFAULT_TILE, MARGIN, tiled_forward
-from .transformer import TransformerNet
 
-# Peak memory per output pixel, for the default widths (32, 64, 128), measured on the CPU in inference mode. A
-# whole pass: 964 bytes in fp32 and 741 in bf16, rounded up. Tiled (tiling.py): the input, the output and the
-# quarter-resolution map stay whole (56 bytes), and the residual blocks on that map peak at 197 bytes (8K, fp32).
-BYTES_PER_PIXEL = {"fp32": 1000, "bf16": 800}
+# Tiled (tiling.py), per pixel and for the default widths: the input, the output and the quarter-resolution map stay
+# whole (56 bytes), and the residual blocks on that map peak at 197 bytes (measured at 8K, fp32, on the CPU).
 TILED_RESIDENT, TILED_RESIDUAL_PEAK = 56, 200
 
 
@@ -65,9 +63,14 @@ class Stylizer:
             return self._whole(image.to(self.device)).to(image.device)
         return tiled_forward(self.net, image, self.device, self.dtype, tile)
 
+    def stylize_pil(self, rgb, tile: int | None = None):
+        """A PIL RGB image stylized, at its own size: what stylize.py and the web page run."""
+        from .images import to_pil, to_tensor
+
+        return to_pil(self.image(to_tensor(rgb).unsqueeze(0), tile)[0])
+
     def describe(self) -> str:
-        runtime = "onnxruntime" if not isinstance(self.net, TransformerNet) else "bf16" if self.dtype else "fp32"
-        return f"{self.device}, {runtime}"
+        return f"{self.device}, {'bf16' if self.dtype else 'fp32'}"
 
     def finish(self, out: torch.Tensor, photo: torch.Tensor, keep_colors: bool | None = None,
                strength: float | None = None) -> torch.Tensor:
@@ -95,11 +98,6 @@ class Stylizer:
             return tile
         if tile is None and whole * pixels <= free:
             return None
-        if not isinstance(self.net, TransformerNet):
-            fits = int(max(width, height) * (0.9 * free / (whole * pixels)) ** 0.5)
-            raise UserError(f"{src} at {width}x{height} needs about {whole * pixels / 2**30:.1f} GiB in one pass and "
-                            f"an ONNX style cannot run in tiles: pass --size {fits} or less, or use the "
-                            ".safetensors style")
         tile = tile or DEFAULT_TILE
         tiled = max(residual * pixels, resident * pixels + whole * (tile + 2 * MARGIN) ** 2)
         if tiled <= free:
@@ -121,16 +119,8 @@ class Stylizer:
 
 def load_stylizer(ckpt: str | Path, device: str = "auto", precision: str = "auto", keep_colors: bool = False,
                   strength: float = 1.0) -> tuple[Stylizer, dict[str, Any]]:
-    """A Stylizer for a style file, and the style's metadata: a `.safetensors` style on `device` in `precision`
-    (runtime.autocast_dtype), or an `.onnx` one on the CPU through onnxruntime."""
-    if Path(ckpt).suffix.lower() == ".onnx":
-        from .onnx_style import OnnxStyle
-
-        if device not in ("auto", "cpu") or precision not in ("auto", "fp32"):
-            raise UserError("an .onnx style runs on the CPU in fp32 through onnxruntime: use the .safetensors style "
-                            "for --device or --precision")
-        net = OnnxStyle(ckpt)
-        return Stylizer(net, torch.device("cpu"), None, keep_colors, strength), net.meta
+    """A Stylizer for a `.safetensors` style on `device` in `precision` (runtime.autocast_dtype), and the style's
+    metadata."""
     from .checkpoint import load_style
 
     torch_device = pick_device(device)

@@ -5,6 +5,7 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
+from .memory import free_host_memory
 
 
 def pick_device(name: str) -> torch.device:
@@ -30,34 +31,7 @@ def free_memory(device: torch.device) -> int | None:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # + torch's cache
-    if device.type != "cpu":
-        return None
-    known = [n for n in (_meminfo_available(), cgroup_headroom()) if n is not None]
-    return min(known) if known else None
-
-
-def _meminfo_available(meminfo: Path = Path("/proc/meminfo")) -> int | None:
-    try:
-        for line in meminfo.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def cgroup_headroom(root: Path = Path("/sys/fs/cgroup")) -> int | None:
-    """A container's memory limit minus its use (cgroup v2, then v1), or None without a limit: in a container,
-    the machine's free memory overstates what the process may take before it is killed."""
-    for limit, usage in (("memory.max", "memory.current"), ("memory/memory.limit_in_bytes",
-                                                             "memory/memory.usage_in_bytes")):
-        try:
-            cap, used = (root / limit).read_text().strip(), int((root / usage).read_text())
-        except (OSError, ValueError):
-            continue
-        if cap.isdigit() and int(cap) < 2**60:  # v2 says "max", v1 a huge number, where there is no limit
-            return max(0, int(cap) - used)
-    return None
+    return free_host_memory() if device.type == "cpu" else None
 
 
 def cpu_has_amx() -> bool:

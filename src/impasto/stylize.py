@@ -72,14 +72,13 @@ def plan_outputs(inputs: list[Path], output: str | None, out_dir: str | None) ->
 
 def stylize_file(stylizer, src: Path, dst: Path, args: argparse.Namespace) -> str:
     """One image, as a viewer shows it (upright, in sRGB, its alpha and camera metadata kept); says how it ran."""
-    from .images import load_photo, long_side_size, resize_long_side, save_atomic, to_pil, to_tensor
+    from .images import load_photo, long_side_size, resize_long_side, save_atomic
 
     photo = load_photo(src)
     width, height = long_side_size(*photo.rgb.size, args.size, args.scale)
     tile = stylizer.plan(src, width, height, args.tile)  # before the resize, which could be the first not to fit
-    rgb = resize_long_side(photo.rgb, args.size, args.scale)
-    out = stylizer.image(to_tensor(rgb).unsqueeze(0), tile)
-    save_atomic(to_pil(out[0]), dst, alpha=photo.alpha, exif=photo.exif)
+    out = stylizer.stylize_pil(resize_long_side(photo.rgb, args.size, args.scale), tile)
+    save_atomic(out, dst, alpha=photo.alpha, exif=photo.exif)
     return f"{width}x{height}" + (f", in {tile}-pixel tiles" if tile else "")
 
 
@@ -106,8 +105,8 @@ def stylize_one(stylizer, src: Path, dst: Path, args: argparse.Namespace) -> Non
 def stylize_all(stylizer, inputs: list[Path], outputs: list[Path], args: argparse.Namespace) -> list[Path]:
     """Stylize every input it can; one `error:` line for each it cannot (unreadable, too large, output exists), and
     on to the next. Returns the inputs skipped."""
-    import torch
-
+    # CUDA's out-of-memory error where torch is loaded; the ONNX runtime's path never loads it.
+    out_of_memory = (MemoryError, *((sys.modules["torch"].cuda.OutOfMemoryError,) if "torch" in sys.modules else ()))
     skipped = []
     for src, dst in zip(inputs, outputs):
         try:
@@ -115,12 +114,30 @@ def stylize_all(stylizer, inputs: list[Path], outputs: list[Path], args: argpars
             continue
         except UserError as e:
             reason = str(e)
-        except (torch.cuda.OutOfMemoryError, MemoryError):  # beyond the plan's estimate: one line, not a traceback
+        except out_of_memory:  # beyond the plan's estimate: one line, not a traceback
             fewer = " or --batch" if is_video(src) else " or --tile"
             reason = f"{src}: out of {stylizer.device.type} memory: pass a smaller --size{fewer}"
         print(f"error: {reason}", file=sys.stderr)
         skipped.append(src)
     return skipped
+
+
+def load_runtime(args: argparse.Namespace, videos: int):
+    """The style ready to run, and its metadata: an .onnx style through onnxruntime, without importing torch, or a
+    .safetensors one through PyTorch."""
+    if Path(args.ckpt).suffix.lower() == ".onnx":
+        if args.device not in ("auto", "cpu") or args.precision not in ("auto", "fp32"):
+            raise UserError("an .onnx style runs on the CPU in fp32 through onnxruntime: use the .safetensors style "
+                            "for --device or --precision")
+        if videos:
+            raise UserError("an .onnx style stylizes images: use the .safetensors style for videos")
+        from .onnx_style import OnnxStyle
+
+        style = OnnxStyle(args.ckpt, args.preserve_color, args.strength)
+        return style, style.meta
+    from .inference import load_stylizer
+
+    return load_stylizer(args.ckpt, args.device, args.precision, args.preserve_color, args.strength)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -138,10 +155,8 @@ def main(argv: list[str] | None = None) -> None:
 
         inputs = collect_files(args.inputs, MEDIA_SUFFIXES)
         outputs = plan_outputs(inputs, args.output, args.out_dir)
-        from .inference import load_stylizer
-
-        stylizer, meta = load_stylizer(args.ckpt, args.device, args.precision, args.preserve_color, args.strength)
         videos = sum(map(is_video, inputs))
+        stylizer, meta = load_runtime(args, videos)
         print(f"style {meta['style']} ({meta['steps']} steps) on {stylizer.describe()}: "
               f"{len(inputs) - videos} image(s), {videos} video(s)", file=sys.stderr)
     skipped = stylize_all(stylizer, inputs, outputs, args)
