@@ -149,7 +149,7 @@ def _load_hf(cfg) -> "object":
     try:
         import datasets
     except ImportError:
-        raise UserError("data=hf needs the 'datasets' package: pip install datasets") from None
+        raise UserError("data=hf needs the 'datasets' package: pip install 'impasto[hf]'") from None
     path = str(cfg.path)
     local = Path(path).expanduser()
     try:

@@ -24,7 +24,8 @@ def _import_av():
         import av
         import numpy  # noqa: F401  PyAV hands frames over as numpy arrays
     except ImportError as e:
-        raise UserError(f"stylizing video needs PyAV and NumPy ({e.name} is missing): pip install av numpy") from None
+        raise UserError(f"stylizing video needs PyAV and NumPy ({e.name} is missing): pip install "
+                        "'impasto[video]'") from None
     return av
 
 
