@@ -222,8 +222,8 @@ def stylize_mode(net, device, mode: str, ckpt: str | None, tmp: str):
         style = OnnxStyle(export_onnx(ckpt, Path(tmp) / "style.onnx", overwrite=True))
         return lambda batch: torch.from_numpy(style.run(batch.numpy()))
     precision, *options = mode.split("+")
-    return Stylizer(net, device, autocast_dtype(precision, device), channels_last="cl" in options,
-                    compile="compile" in options)
+    compile = "reduce-overhead" if "graphs" in options else "compile" in options
+    return Stylizer(net, device, autocast_dtype(precision, device), channels_last="cl" in options, compile=compile)
 
 
 def bench_stylize(args) -> dict:
@@ -330,9 +330,9 @@ def main() -> None:
     p.add_argument("--ckpt", default=None)
     p.add_argument("--precision", default="auto", help="train: auto, fp32 or bf16")
     p.add_argument("--compile", action="store_true", help="train: torch.compile the transformer and the VGG")
-    p.add_argument("--modes", default="fp32,bf16,bf16+cl,bf16+cl+compile",
-                   help="stylize: precision[+cl (channels_last)][+compile], or onnx (onnxruntime, CPU), "
-                        "comma-separated; the first is the PSNR reference")
+    p.add_argument("--modes", default="fp32,bf16,bf16+cl,bf16+cl+compile,bf16+cl+graphs",
+                   help="stylize: precision[+cl (channels_last)][+compile, or +graphs: compiled with CUDA graphs], "
+                        "or onnx (onnxruntime, CPU), comma-separated; the first is the PSNR reference")
     p.add_argument("--sizes", default="512,1080p,4k", help="stylize: 512, 1080p, 4k or a square side N")
     p.add_argument("--frame-batches", default="4,8,16,32", help="stylize: batches tried beside batch 1")
     p.add_argument("--video", help="stylize: a clip to stylize end to end with each mode")

@@ -108,7 +108,7 @@ def test_onnx_export_matches_pytorch_and_stylize_runs_it_without_torch(tmp_path,
     from impasto.onnx_style import OnnxStyle  # onnx and onnxruntime come with the test extra
 
     model = tmp_path / "starry_night.onnx"
-    result = run("scripts/export_onnx.py", str(SHIPPED), str(model))
+    result = run("scripts/export.py", str(SHIPPED), str(model))
     assert result.returncode == 0, result.stderr[-2000:]
     onnx_style = OnnxStyle(model)
     assert onnx_style.meta["style"] == "starry_night"
@@ -134,7 +134,7 @@ def test_an_onnx_style_refuses_what_it_cannot_do_in_one_line(tmp_path):
     from conftest import assert_user_error
 
     model = tmp_path / "s.onnx"
-    assert run("scripts/export_onnx.py", str(SHIPPED), str(model)).returncode == 0
+    assert run("scripts/export.py", str(SHIPPED), str(model)).returncode == 0
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(b"")
     photo = str(ASSETS / "preview" / "coffee.jpg")
@@ -144,4 +144,4 @@ def test_an_onnx_style_refuses_what_it_cannot_do_in_one_line(tmp_path):
                       "whole passes only")
     assert_user_error(run("stylize.py", "--ckpt", str(model), photo, "-o", str(tmp_path / "o.png"), "--device",
                           "cuda"), "runs on the CPU")
-    assert_user_error(run("scripts/export_onnx.py", str(SHIPPED), str(model)), "exists", "--overwrite")
+    assert_user_error(run("scripts/export.py", str(SHIPPED), str(model)), "exists", "--overwrite")

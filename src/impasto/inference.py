@@ -25,7 +25,7 @@ class Stylizer:
 
     def __init__(self, net: torch.nn.Module, device: torch.device, dtype: torch.dtype | None,
                  keep_colors: bool = False, strength: float = 1.0, channels_last: bool = False,
-                 compile: bool = False):
+                 compile: bool | str = False):
         if not 0 <= strength <= 1:
             raise UserError(f"strength must be between 0 and 1, got {strength}")
         self.net, self.device, self.dtype = net, device, dtype
@@ -34,7 +34,8 @@ class Stylizer:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
             net.to(memory_format=torch.channels_last)
-        self.whole_pass = torch.compile(net) if compile else net
+        # compile: True for torch.compile's default, or its mode ("reduce-overhead" replays CUDA graphs).
+        self.whole_pass = torch.compile(net, mode=None if compile is True else compile) if compile else net
 
     def _whole(self, batch: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):

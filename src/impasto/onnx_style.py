@@ -90,7 +90,7 @@ class OnnxStyle:
         self.np = _import("numpy")
         path = Path(path).expanduser()
         if not path.is_file():
-            raise UserError(f"ONNX style {path} does not exist: export one with scripts/export_onnx.py")
+            raise UserError(f"ONNX style {path} does not exist: export one with scripts/export.py")
         try:
             self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own types for foreign or damaged files
@@ -98,7 +98,7 @@ class OnnxStyle:
         props = self.session.get_modelmeta().custom_metadata_map
         if props.get("format") != STYLE_FORMAT or {i.name for i in self.session.get_inputs()} != {"image", "strength",
                                                                                           "keep_colors"}:
-            raise UserError(f"{path} is not an impasto style: export one with scripts/export_onnx.py")
+            raise UserError(f"{path} is not an impasto style: export one with scripts/export.py")
         self.meta: dict[str, Any] = json.loads(props["meta"])
         self.keep_colors, self.strength = keep_colors, strength
 
