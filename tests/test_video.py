@@ -224,7 +224,7 @@ def test_without_pyav_images_still_work_and_a_video_says_what_to_install(tmp_pat
     ckpt = ["--ckpt", str(SHIPPED), "--device", "cpu"]
     result = run("-c", hide_av, *ckpt, str(photo), "-o", str(tmp_path / "photo_out.png"))
     assert result.returncode == 0 and (tmp_path / "photo_out.png").exists(), result.stderr[-2000:]
-    assert_user_error(run("-c", hide_av, *ckpt, str(clip), "-o", str(tmp_path / "o.mp4")), "pip install av")
+    assert_user_error(run("-c", hide_av, *ckpt, str(clip), "-o", str(tmp_path / "o.mp4")), "impasto[video]")
 
 
 def test_a_folder_of_photos_and_videos_is_stylized_into_out_dir(tmp_path, clip, photo):
