@@ -83,8 +83,6 @@ class OnnxStyle:
     """An exported style run by onnxruntime on the CPU, with its colour choice and strength: what stylize.py runs
     for an .onnx --ckpt (images only; videos take the .safetensors style)."""
 
-    device = "cpu"
-
     def __init__(self, path: str | os.PathLike, keep_colors: bool = False, strength: float = 1.0):
         ort = _import("onnxruntime")
         self.np = _import("numpy")

@@ -116,7 +116,7 @@ def stylize_all(stylizer, inputs: list[Path], outputs: list[Path], args: argpars
             reason = str(e)
         except out_of_memory:  # beyond the plan's estimate: one line, not a traceback
             fewer = " or --batch" if is_video(src) else " or --tile"
-            reason = f"{src}: out of {stylizer.device.type} memory: pass a smaller --size{fewer}"
+            reason = f"{src}: out of memory on {stylizer.describe()}: pass a smaller --size{fewer}"
         print(f"error: {reason}", file=sys.stderr)
         skipped.append(src)
     return skipped
