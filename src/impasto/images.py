@@ -107,8 +107,9 @@ def load_photo(source: str | os.PathLike | bytes, what: str = "input image", nam
 
 
 def load_image(path: str | os.PathLike, what: str = "image") -> Image.Image:
-    """An image file as upright sRGB RGB (alpha dropped); a UserError for a bad file."""
-    return _open(path, what, lambda im: _read_photo(im).rgb)
+    """An image file as upright sRGB RGB (alpha and metadata dropped, unread: training loads many); a UserError for
+    a bad file."""
+    return _open(path, what, lambda im: _to_srgb(ImageOps.exif_transpose(im)))
 
 
 def long_side_size(width: int, height: int, size: int | None = None, scale: float | None = None) -> tuple[int, int]:

@@ -9,8 +9,8 @@ import torch
 
 from .color import blend_strength, preserve_color
 from .errors import UserError
-from .memory import BYTES_PER_PIXEL
-from .runtime import autocast_dtype, free_memory, pick_device
+from .memory import BYTES_PER_PIXEL, size_that_fits
+from .runtime import autocast_dtype, describe, free_memory, pick_device
 from .tiling import DEFAULT_TILE, MARGIN, tiled_forward
 
 # Tiled (tiling.py), per pixel and for the default widths: the input, the output and the quarter-resolution map stay
@@ -71,7 +71,7 @@ class Stylizer:
         return to_pil(self.image(to_tensor(rgb).unsqueeze(0), tile)[0])
 
     def describe(self) -> str:
-        return f"{self.device}, {'bf16' if self.dtype else 'fp32'}"
+        return describe(self.device, self.dtype)
 
     def finish(self, out: torch.Tensor, photo: torch.Tensor, keep_colors: bool | None = None,
                strength: float | None = None) -> torch.Tensor:
@@ -103,7 +103,7 @@ class Stylizer:
         tiled = max(residual * pixels, resident * pixels + whole * (tile + 2 * MARGIN) ** 2)
         if tiled <= free:
             return tile
-        fits = int(max(width, height) * (0.9 * free / tiled) ** 0.5)  # a margin for the images themselves
+        fits = size_that_fits(width, height, tiled, free)
         raise UserError(f"{src} at {width}x{height} needs about {tiled / 2**30:.1f} GiB of {self.device.type} memory "
                         f"even in tiles, and {free / 2**30:.1f} GiB is free: pass --size {fits} or less")
 
@@ -112,7 +112,7 @@ class Stylizer:
         free = free_memory(self.device)
         need = self._per_pixel()[0] * width * height * frames
         if free is not None and need > free:
-            fits = int(max(width, height) * (0.9 * free / need) ** 0.5)
+            fits = size_that_fits(width, height, need, free)
             raise UserError(f"{src} at {width}x{height}, {frames} frames at a time, needs about {need / 2**30:.1f} "
                             f"GiB of {self.device.type} memory and {free / 2**30:.1f} GiB is free: pass --size {fits} "
                             "or less, or a smaller --batch")

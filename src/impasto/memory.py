@@ -8,6 +8,12 @@ from pathlib import Path
 BYTES_PER_PIXEL = {"fp32": 1000, "bf16": 800}
 
 
+def size_that_fits(width: int, height: int, need: float, free: float) -> int:
+    """The long side at which a pass needing `need` bytes at width × height takes 90 % of `free` (memory grows with
+    the pixels, so with the square of the side; the 10 % is a margin for the images themselves)."""
+    return int(max(width, height) * (0.9 * free / need) ** 0.5)
+
+
 def free_host_memory() -> int | None:
     """Bytes the process can still take: the smaller of the machine's available memory and its container's
     headroom; None where neither is known."""

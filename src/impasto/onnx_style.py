@@ -20,7 +20,7 @@ from typing import Any
 from .errors import UserError
 from .files import write_atomic
 from .formats import STYLE_FORMAT, STYLE_FORMAT_VERSION
-from .memory import BYTES_PER_PIXEL, free_host_memory
+from .memory import BYTES_PER_PIXEL, free_host_memory, size_that_fits
 
 SUFFIX = ".onnx"
 OPSET = 17  # InstanceNormalization and reflect Pad are in every runtime that reads opset 17
@@ -122,7 +122,7 @@ class OnnxStyle:
         free = free_host_memory()
         need = BYTES_PER_PIXEL["fp32"] * self.meta["network"]["widths"][0] / 32 * width * height
         if free is not None and need > free:
-            fits = int(max(width, height) * (0.9 * free / need) ** 0.5)
+            fits = size_that_fits(width, height, need, free)
             raise UserError(f"{src} at {width}x{height} needs about {need / 2**30:.1f} GiB in one pass and an ONNX "
                             f"style cannot run in tiles: pass --size {fits} or less, or use the .safetensors style")
 

@@ -48,6 +48,11 @@ def bf16_is_fast(device: torch.device) -> bool:
     return device.type == "cpu" and cpu_has_amx()
 
 
+def describe(device: torch.device, dtype: torch.dtype | None) -> str:
+    """Where and in which precision a pass runs, as the command lines and the web page print it."""
+    return f"{device}, {'bf16' if dtype else 'fp32'}"
+
+
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of a one-image pass (stylize, Gatys) for a `precision` of auto, fp32 or bf16.
 

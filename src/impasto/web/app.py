@@ -23,6 +23,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ..errors import UserError
+from ..runtime import describe
 from .library import StyleLibrary
 
 KEPT_PHOTOS = 8  # uploads kept, the oldest forgotten first
@@ -69,7 +70,7 @@ def create_app(library: StyleLibrary, max_upload_mb: float = 40) -> Starlette:
         return JSONResponse({
             "styles": [{"name": s.name, "steps": s.meta.get("steps"), "thumbnail": f"/api/styles/{s.name}/thumbnail"}
                        for s in library.styles.values()],
-            "device": f"{library.device}, {'bf16' if library.dtype else 'fp32'}",
+            "device": describe(library.device, library.dtype),
             "max_upload_mb": max_upload_mb,
         })
 

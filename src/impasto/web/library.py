@@ -68,7 +68,7 @@ class StyleLibrary:
 
         from .. import ASSETS
         from ..checkpoint import asset_path
-        from ..images import encode_image, load_image, to_pil, to_tensor
+        from ..images import encode_image, load_image
 
         style = self.get(name)
         if style.thumbnail is None:
@@ -79,7 +79,7 @@ class StyleLibrary:
             else:
                 photo = load_image(ASSETS / "preview" / "chelsea.jpg")
                 photo.thumbnail((size, size), Image.Resampling.LANCZOS)
-                image = to_pil(self.stylizer(name).image(to_tensor(photo).unsqueeze(0))[0])
+                image = self.stylizer(name).stylize_pil(photo)
             image.thumbnail((size, size), Image.Resampling.LANCZOS)
             style.thumbnail = encode_image(image, "JPEG")
         return style.thumbnail
