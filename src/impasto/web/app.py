@@ -27,7 +27,7 @@ from ..runtime import describe
 from .library import StyleLibrary
 
 KEPT_PHOTOS = 8  # uploads kept, the oldest forgotten first
-KEPT_OUTPUTS = 3  # network outputs kept for remixing: a 12-megapixel one is 72 MB in fp16
+KEPT_OUTPUTS = 3  # network outputs, with their inputs, kept for remixing: 216 MB at 12 megapixels
 
 
 class TooLarge(Exception):
@@ -126,15 +126,16 @@ def create_app(library: StyleLibrary, max_upload_mb: float = 40) -> Starlette:
         width, height = long_side_size(*photo.rgb.size, size)
         tile = stylizer.plan("the photo", width, height)
         key = (photo_id, style, width, height)
-        image = to_tensor(resize_long_side(photo.rgb, size)).unsqueeze(0)
         with cache_lock:
-            raw = outputs.find(key)
-        how = "remixed" if raw is not None else f"in {tile}-pixel tiles" if tile else "in one pass"
-        if raw is None:
+            kept = outputs.find(key)
+        how = "remixed" if kept is not None else f"in {tile}-pixel tiles" if tile else "in one pass"
+        if kept is None:
+            image = to_tensor(resize_long_side(photo.rgb, size)).unsqueeze(0)
             with compute_lock:
-                raw = stylizer.raw(image, tile).half()
+                kept = image, stylizer.raw(image, tile).half()
             with cache_lock:
-                outputs.put(key, raw)
+                outputs.put(key, kept)
+        image, raw = kept
         with torch.inference_mode():
             out = stylizer.finish(raw.float(), image, keep_colors=keep_colors, strength=strength)
         fmt = "PNG" if photo.alpha is not None else "JPEG"
