@@ -159,5 +159,9 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         assert Image.open(shot).size[0] >= 1000
         if target := os.environ.get("IMPASTO_SCREENSHOT"):  # for the README's picture
             shutil.copy(shot, target)
+        too_large = tmp_path / "huge.jpg"
+        too_large.write_bytes(b"\xff" * (3 * 2**20))
+        driver.find_element(By.ID, "file").send_keys(str(too_large))
+        wait.until(lambda d: "upload limit of 2 MB" in d.find_element(By.ID, "error").text)
     finally:
         driver.quit()

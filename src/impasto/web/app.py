@@ -82,14 +82,18 @@ def create_app(library: StyleLibrary, max_upload_mb: float = 40) -> Starlette:
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
     async def read_body(request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-            raise TooLarge
+        # An oversized body is read to its end and dropped: answering before the client has sent it all
+        # closes the connection under the client, which then sees a broken pipe instead of the message.
         body = bytearray()
+        too_large = False
         async for chunk in request.stream():
+            if too_large or len(body) + len(chunk) > max_bytes:
+                too_large = True
+                body.clear()
+                continue
             body += chunk
-            if len(body) > max_bytes:
-                raise TooLarge
+        if too_large:
+            raise TooLarge
         return bytes(body)
 
     async def upload(request: Request) -> Response:
