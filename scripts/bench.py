@@ -77,7 +77,9 @@ def train_config(overrides: list[str]):
     """train.py's composed config, with these overrides, as `python train.py ...` would compose it."""
     from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    from impasto.config import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("train", overrides=overrides)
 
 

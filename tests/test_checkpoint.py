@@ -1,9 +1,12 @@
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from impasto.checkpoint import load_style, read_meta, save_style
 from impasto.errors import UserError
+from impasto.formats import SHIPPED_STYLES, find_style
 from impasto.transformer import TransformerConfig, TransformerNet
 
 
@@ -26,3 +29,15 @@ def test_foreign_files_are_rejected(tmp_path):
     for path in (other, pickle, tmp_path / "missing.safetensors"):
         with pytest.raises(UserError, match=str(path.name)):
             read_meta(path)
+
+
+def test_a_style_is_found_by_name_in_checkpoints_then_among_the_shipped_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shipped = find_style("starry_night")
+    assert shipped == SHIPPED_STYLES / "starry_night.safetensors" and read_meta(shipped)["style"] == "starry_night"
+    net = TransformerNet(TransformerConfig(widths=(4, 8, 16), residual_blocks=1))
+    retrained = save_style(tmp_path / "checkpoints" / "starry_night.safetensors", net, {"style": "starry_night"})
+    assert find_style("starry_night") == Path("checkpoints/starry_night.safetensors") and retrained.is_file()
+    assert find_style("elsewhere/none.safetensors") == Path("elsewhere/none.safetensors")  # a path stays a path
+    with pytest.raises(UserError, match="no style named 'monet'.*starry_night"):
+        find_style("monet")

@@ -20,6 +20,8 @@ from PIL import Image
 
 from conftest import ROOT
 from impasto import ASSETS
+from impasto.formats import SHIPPED_STYLES
+from impasto.web.__main__ import parse_args, style_folders
 
 pytestmark = pytest.mark.slow  # starts the server in a subprocess
 
@@ -99,6 +101,14 @@ def test_a_bad_upload_gets_a_message_not_a_traceback(server, data, status, needl
     got, answer = upload(server, data, "bad.jpg")
     assert got == status and needle in answer["error"], answer
     assert "Traceback" not in answer["error"]
+
+
+def test_the_page_offers_the_shipped_styles_from_any_folder_after_the_trained_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert style_folders(parse_args([])) == [SHIPPED_STYLES]  # no checkpoints/ here: no error for a missing one
+    (tmp_path / "checkpoints").mkdir()
+    assert style_folders(parse_args(["--styles", "mine"])) == [Path("checkpoints"), Path("mine"), SHIPPED_STYLES]
+    assert style_folders(parse_args(["--checkpoints", "gone"]))[0] == Path("gone")  # named: checked, then refused
 
 
 def test_a_bad_stylize_request_gets_a_message(server):

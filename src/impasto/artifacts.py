@@ -21,7 +21,7 @@ from PIL import Image
 
 from .checkpoint import load_style
 from .errors import UserError, exit_on_user_error
-from .formats import IMAGE_SUFFIXES
+from .formats import IMAGE_SUFFIXES, find_style
 from .images import collect_files, load_image, resize_long_side, save_atomic, to_pil, to_tensor
 
 LUMA = (0.299, 0.587, 0.114)
@@ -93,7 +93,7 @@ def grid(rows: list[list[torch.Tensor]], tile: int = 384, pad: int = 6) -> Image
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="artifacts.py", description=__doc__.splitlines()[0])
     p.add_argument("inputs", nargs="+", help="photos or folders, ideally never trained on")
-    p.add_argument("--ckpt", action="append", required=True, help="a style checkpoint (repeat for several)")
+    p.add_argument("--ckpt", action="append", required=True, help="a style, by name or file (repeat for several)")
     p.add_argument("--sizes", default="256,512,1024,2048", help="long sides to stylize at (comma-separated)")
     p.add_argument("--out-dir", default="artifacts", help="where the grids go (default ./artifacts)")
     return p.parse_args(argv)
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
         images = [load_image(p, "input image") for p in photos]
         report = {"sizes": sizes, "photos": [p.name for p in photos], "styles": {}}
         for ckpt in args.ckpt:
-            net, meta = load_style(ckpt)
+            net, meta = load_style(find_style(ckpt))
             rows, per_photo, by_size = [], {}, {}
             for path, image in zip(photos, images):
                 row = []

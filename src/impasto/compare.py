@@ -19,7 +19,7 @@ from .checkpoint import asset_path, load_style
 from .config import load_style_images
 from .errors import UserError, exit_on_user_error
 from .files import write_atomic
-from .formats import IMAGE_SUFFIXES
+from .formats import IMAGE_SUFFIXES, find_style
 from .gatys import check_finite, evaluate, optimize_pixels
 from .images import collect_files, load_image, resize_long_side, save_atomic, to_pil, to_tensor
 from .losses import build_perceptual_loss
@@ -29,9 +29,10 @@ COLUMNS = ["image", "method", "content", "style", "tv", "total", "seconds"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="compare.py", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("inputs", nargs="+", help="photos or folders (ideally not trained on)")
-    p.add_argument("--ckpt", required=True, help="a style checkpoint, e.g. checkpoints/starry_night.safetensors")
+    p.add_argument("--ckpt", required=True,
+                   help="a style: its name (starry_night: checkpoints/, else the shipped one) or its .safetensors file")
     p.add_argument("--size", type=int, default=512, help="long side for both methods (default 512)")
     p.add_argument("--steps", default="50,100,200,500", help="Gatys L-BFGS step counts to report (comma-separated)")
     p.add_argument("--style", nargs="+", help="style image(s), if the checkpoint's are not on this machine")
@@ -84,7 +85,7 @@ def compare(args: argparse.Namespace) -> list[dict]:
         raise UserError(f"--size must be positive, got {args.size}")
     device = pick_device(args.device)
     dtype = autocast_dtype(args.precision, device)
-    net, meta = load_style(args.ckpt, device)
+    net, meta = load_style(find_style(args.ckpt), device)
     photos = collect_files(args.inputs, IMAGE_SUFFIXES)  # photos only: Gatys has no video mode
     style_cfg = OmegaConf.create({"image": style_images(meta, args.style), "size": meta.get("style_size", 512),
                                   "blend": meta.get("style_blend")})

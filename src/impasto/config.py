@@ -11,7 +11,7 @@ from . import ASSETS
 from .errors import UserError
 from .images import load_image, resize_long_side, to_tensor
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 # ${asset:styles/starry_night.jpg} -> the file shipped inside the package, wherever it is installed.
 OmegaConf.register_new_resolver("asset", lambda rel: str(ASSETS / rel), replace=True)

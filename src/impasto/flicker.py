@@ -14,7 +14,7 @@ import torch
 
 from .checkpoint import load_style
 from .errors import UserError, exit_on_user_error
-from .formats import VIDEO_SUFFIXES
+from .formats import VIDEO_SUFFIXES, find_style
 from .images import collect_files
 from .inference import Stylizer
 from .runtime import pick_device
@@ -42,7 +42,7 @@ def flicker(forward, frames: torch.Tensor, batch: int = 8) -> dict[str, float | 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="flicker.py", description=__doc__.splitlines()[0])
     p.add_argument("videos", nargs="+", help="videos or folders of videos")
-    p.add_argument("--ckpt", nargs="+", required=True, help="one or more style checkpoints to compare")
+    p.add_argument("--ckpt", nargs="+", required=True, help="one or more styles to compare, by name or file")
     p.add_argument("--size", type=int, default=256, help="long side of the frames (default 256)")
     p.add_argument("--frames", type=int, default=60, help="frames from the start of each video (default 60)")
     p.add_argument("--device", default="auto")
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         clips = {v: read_frames(v, args.size, args.frames) for v in videos}
         rows = []
         for ckpt in args.ckpt:
-            forward = Stylizer(load_style(ckpt, device)[0], device, None)
+            forward = Stylizer(load_style(find_style(ckpt), device)[0], device, None)
             for video, frames in clips.items():
                 r = {k: None if v is None else round(v, 3) for k, v in flicker(forward, frames).items()}
                 rows.append({"ckpt": str(ckpt), "video": str(video), "frames": len(frames), **r})

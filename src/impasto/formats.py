@@ -3,12 +3,14 @@ paths before torch loads."""
 
 from pathlib import Path
 
+from . import ASSETS
 from .errors import UserError
 
 # A trained style: its weights and, in the file's metadata, this format name and version and a JSON `meta` entry
 # (checkpoint.py for .safetensors, onnx_style.py for .onnx).
 STYLE_FORMAT = "impasto-style"
 STYLE_FORMAT_VERSION = 1
+SHIPPED_STYLES = ASSETS / "styles"  # each shipped style's network beside its painting
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
 
@@ -33,3 +35,20 @@ def is_video(path: Path) -> bool:
 def check_output(dst: Path) -> None:
     if dst.suffix.lower() not in CONTAINERS:
         raise UserError(f"output {dst} needs a video suffix impasto writes: {', '.join(CONTAINERS)}")
+
+
+def shipped_styles() -> list[str]:
+    return sorted(p.stem for p in SHIPPED_STYLES.glob("*.safetensors"))
+
+
+def find_style(arg: str) -> Path:
+    """A style by its file, or by its name alone: checkpoints/NAME.safetensors in the working folder (what train.py
+    exported there), else the style shipped with impasto, so that an installed package stylizes from anywhere."""
+    path = Path(arg).expanduser()
+    if path.exists() or path.suffix or len(path.parts) != 1:
+        return path
+    for candidate in (Path("checkpoints") / f"{arg}.safetensors", SHIPPED_STYLES / f"{arg}.safetensors"):
+        if candidate.is_file():
+            return candidate
+    raise UserError(f"no style named {arg!r} in checkpoints/ or among the shipped styles "
+                    f"({', '.join(shipped_styles())}): pass a style's name or its .safetensors file")

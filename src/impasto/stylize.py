@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from .errors import EXIT_USER_ERROR, UserError, exit_on_user_error
-from .formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_output, is_video
+from .formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_output, find_style, is_video
 
 # torch, Pillow and PyAV are imported where they are used, after the arguments parse: `--help` and a usage error
 # answer at once, without the second that importing torch takes.
@@ -19,10 +19,11 @@ MEDIA_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="stylize.py",
-                                description="Stylize photos and videos with a trained impasto style.")
+    p = argparse.ArgumentParser(description="Stylize photos and videos with a trained impasto style.")
     p.add_argument("inputs", nargs="+", help="image or video files, or folders of them")
-    p.add_argument("--ckpt", required=True, help="a style checkpoint, e.g. checkpoints/starry_night.safetensors")
+    p.add_argument("--ckpt", required=True,
+                   help="a style: its name (starry_night: checkpoints/, else the shipped one) or its file "
+                        "(.safetensors, .onnx)")
     out = p.add_mutually_exclusive_group(required=True)
     out.add_argument("-o", "--output", help="output file, for a single input")
     out.add_argument("--out-dir", help="output folder; each output keeps its input's file name")
@@ -125,7 +126,8 @@ def stylize_all(stylizer, inputs: list[Path], outputs: list[Path], args: argpars
 def load_runtime(args: argparse.Namespace, videos: int):
     """The style ready to run, and its metadata: an .onnx style through onnxruntime, without importing torch, or a
     .safetensors one through PyTorch."""
-    if Path(args.ckpt).suffix.lower() == ".onnx":
+    ckpt = find_style(args.ckpt)
+    if ckpt.suffix.lower() == ".onnx":
         if args.device not in ("auto", "cpu") or args.precision not in ("auto", "fp32"):
             raise UserError("an .onnx style runs on the CPU in fp32 through onnxruntime: use the .safetensors style "
                             "for --device or --precision")
@@ -133,11 +135,11 @@ def load_runtime(args: argparse.Namespace, videos: int):
             raise UserError("an .onnx style stylizes images: use the .safetensors style for videos")
         from .onnx_style import OnnxStyle
 
-        style = OnnxStyle(args.ckpt, args.preserve_color, args.strength)
+        style = OnnxStyle(ckpt, args.preserve_color, args.strength)
         return style, style.meta
     from .inference import load_stylizer
 
-    return load_stylizer(args.ckpt, args.device, args.precision, args.preserve_color, args.strength)
+    return load_stylizer(ckpt, args.device, args.precision, args.preserve_color, args.strength)
 
 
 def main(argv: list[str] | None = None) -> None:

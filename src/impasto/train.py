@@ -1,6 +1,7 @@
 """train(cfg): build the data, the loss, the system and the trainer from the composed config; fit; export."""
 
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,8 +98,9 @@ def train(cfg: DictConfig) -> Path | None:
                           f"{trainer.max_steps}. To resume, run the same command with ckpt_path={checkpoints.path} "
                           f"added. The style so far is in {partial}")
     path = checkpoint.save_style(target, system.transformer, meta)
-    log.info("exported %s (%d steps): stylize with  python stylize.py --ckpt %s PHOTO -o OUT.jpg",
-             path, trainer.global_step, path)
+    stylize = "python stylize.py" if Path(sys.argv[0]).name == "train.py" else "impasto-stylize"
+    log.info("exported %s (%d steps): stylize with  %s --ckpt %s PHOTO -o OUT.jpg",
+             path, trainer.global_step, stylize, path)
     return path
 
 

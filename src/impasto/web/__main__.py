@@ -6,14 +6,17 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError, exit_on_user_error
+from ..formats import SHIPPED_STYLES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m impasto.web", description=__doc__.splitlines()[0])
     p.add_argument("--styles", action="append", default=[], metavar="DIR",
-                   help="a folder of style checkpoints to offer beside checkpoints/ (repeatable)")
-    p.add_argument("--checkpoints", default="checkpoints", metavar="DIR",
-                   help="the folder of trained styles (default: checkpoints, where train.py exports)")
+                   help="a folder of style checkpoints to offer beside checkpoints/ and the shipped styles "
+                        "(repeatable)")
+    p.add_argument("--checkpoints", default=None, metavar="DIR",
+                   help="the folder of trained styles (default: checkpoints, where train.py exports, if there is "
+                        "one here)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for the network)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
@@ -21,6 +24,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", default="auto", help="auto, fp32 or bf16, as in stylize.py")
     p.add_argument("--max-upload-mb", type=float, default=40, help="the largest photo accepted (default 40 MB)")
     return p.parse_args(argv)
+
+
+def style_folders(args: argparse.Namespace) -> list[Path]:
+    """Where the styles are, in order: a name found in several folders is taken from the first, so a retrained
+    style comes before the shipped one."""
+    checkpoints = Path(args.checkpoints or "checkpoints").expanduser()
+    folders = [checkpoints] if args.checkpoints or checkpoints.is_dir() else []
+    return folders + [Path(d).expanduser() for d in args.styles] + [SHIPPED_STYLES]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,8 +45,7 @@ def main(argv: list[str] | None = None) -> None:
             raise UserError(f"the web page needs {e.name}: pip install -e '.[web]'") from None
         from .library import StyleLibrary
 
-        folders = [Path(args.checkpoints).expanduser()] + [Path(d).expanduser() for d in args.styles]
-        library = StyleLibrary(folders, args.device, args.precision)
+        library = StyleLibrary(style_folders(args), args.device, args.precision)
         listener = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
