@@ -13,6 +13,7 @@ from impasto.checkpoint import load_style
 from impasto.errors import UserError
 from impasto.images import load_image, resize_long_side, to_tensor
 from impasto.inference import Stylizer
+from impasto.transformer import TransformerConfig, TransformerNet
 
 SHIPPED = ROOT / "checkpoints" / "starry_night.safetensors"
 CPU = torch.device("cpu")
@@ -48,9 +49,12 @@ def test_tiles_alone_match_the_network_to_float_rounding(shipped):
     from impasto.tiling import tiled_forward
 
     image = preview(120)[..., :77, :120]
-    with torch.inference_mode():
-        expected = shipped(image)
-    assert (tiled_forward(shipped, image, CPU, None, tile=32) - expected).abs().max() < 1e-4
+    torch.manual_seed(0)
+    centred = TransformerNet(TransformerConfig(down_kernel=4)).eval()  # random weights: the arithmetic only
+    for net in (shipped, centred):
+        with torch.inference_mode():
+            expected = net(image)
+        assert (tiled_forward(net, image, CPU, None, tile=32) - expected).abs().max() < 1e-4
 
 
 def test_the_plan_takes_a_whole_pass_then_tiles_then_refuses(shipped, monkeypatch):
@@ -128,6 +132,23 @@ def test_onnx_export_matches_pytorch_and_stylize_runs_it_without_torch(tmp_path,
     assert result.returncode == 0 and "onnxruntime" in result.stderr, result.stderr[-2000:]
     whole = Stylizer(shipped, CPU, None, strength=0.5).image(preview(96, "coffee"))
     assert psnr(to_tensor(load_image(out)).unsqueeze(0), whole) > 40
+
+
+def test_the_onnx_export_keeps_the_centred_grids_padding_dynamic(tmp_path):
+    """The centred grid pads each side out to a multiple of 4; the trace at 256x256 pads nothing, and must still
+    pad other sizes (random weights: the arithmetic only)."""
+    from impasto.checkpoint import save_style
+    from impasto.onnx_style import OnnxStyle, export_onnx
+
+    torch.manual_seed(0)
+    net = TransformerNet(TransformerConfig(widths=(8, 16, 32), residual_blocks=1, down_kernel=4)).eval()
+    style = save_style(tmp_path / "c.safetensors", net, {"style": "c"})
+    onnx_style = OnnxStyle(export_onnx(style, tmp_path / "c.onnx"))
+    for h, w in ((77, 131), (30, 41), (64, 64)):
+        image = torch.rand(1, 3, h, w)
+        expected = Stylizer(net, CPU, None).image(image)
+        got = torch.from_numpy(onnx_style.run(image.numpy(), 1.0, False))
+        assert (got - expected).abs().max() < 1e-4, (h, w)
 
 
 def test_an_onnx_style_refuses_what_it_cannot_do_in_one_line(tmp_path):

@@ -4,10 +4,29 @@ import torch
 from impasto.transformer import TransformerConfig, TransformerNet
 
 
+@pytest.mark.parametrize("down_kernel", [3, 4])
 @pytest.mark.parametrize("h, w", [(64, 64), (37, 45), (33, 17), (1, 5)])
-def test_keeps_height_and_width(h, w):
-    net = TransformerNet(TransformerConfig(widths=(8, 16, 32), residual_blocks=2))
+def test_keeps_height_and_width(h, w, down_kernel):
+    net = TransformerNet(TransformerConfig(widths=(8, 16, 32), residual_blocks=2, down_kernel=down_kernel))
     assert net(torch.rand(2, 3, h, w)).shape == (2, 3, h, w)
+
+
+@torch.no_grad()
+def test_the_centred_grid_treats_every_border_alike_and_johnsons_does_not():
+    """A network that commutes with flips paints the bottom-right as it paints the top-left. With random weights
+    made flip-symmetric (each kernel averaged with its flips), the centred grid gives flip(net(x)) == net(flip(x));
+    Johnson's 3x3 stride-2 grid, which samples the even pixels only, does not."""
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 64, 48)
+    errors = {}
+    for down_kernel in (3, 4):
+        net = TransformerNet(TransformerConfig(widths=(8, 16, 32), residual_blocks=2, down_kernel=down_kernel)).eval()
+        for conv in (m for m in net.modules() if isinstance(m, torch.nn.Conv2d)):
+            w = conv.weight
+            conv.weight.copy_((w + w.flip(2) + w.flip(3) + w.flip(2, 3)) / 4)
+        flipped = net(x.flip(2, 3)).flip(2, 3)
+        errors[down_kernel] = float((flipped - net(x)).abs().max())
+    assert errors[4] < 1e-4 and errors[3] > 100 * errors[4], errors
 
 
 def test_no_transposed_convs_and_configurable_widths():
@@ -19,5 +38,9 @@ def test_no_transposed_convs_and_configurable_widths():
 
 
 def test_config_round_trip():
-    config = TransformerConfig(widths=(16, 32, 64), residual_blocks=4)
+    config = TransformerConfig(widths=(16, 32, 64), residual_blocks=4, down_kernel=4)
     assert TransformerConfig.from_dict(config.to_dict()) == config
+    # Files written before the key existed hold Johnson's network.
+    assert TransformerConfig.from_dict({"widths": [32, 64, 128], "residual_blocks": 5}).down_kernel == 3
+    with pytest.raises(ValueError, match="down_kernel"):
+        TransformerConfig.from_dict({"widths": [32, 64, 128], "down_kernel": 5})

@@ -13,9 +13,13 @@ class TransformerConfig:
 
     widths: tuple[int, int, int] = (32, 64, 128)  # channels at full, 1/2 and 1/4 resolution
     residual_blocks: int = 5
+    # The two stride-2 convolutions' kernel. 3 is Johnson et al.'s: its samples sit on the even pixels, so it pads
+    # the top and left borders but never the bottom and right ones. 4 centres each sample between two pixels, the
+    # same on every side. A file without the key is a 3.
+    down_kernel: int = 3
 
     def to_dict(self) -> dict:
-        return {"widths": list(self.widths), "residual_blocks": self.residual_blocks}
+        return {"widths": list(self.widths), "residual_blocks": self.residual_blocks, "down_kernel": self.down_kernel}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TransformerConfig":
@@ -23,6 +27,8 @@ class TransformerConfig:
         d["widths"] = tuple(int(w) for w in d["widths"])
         if len(d["widths"]) != 3:
             raise ValueError(f"widths needs 3 entries, got {d['widths']}")
+        if int(d.get("down_kernel", 3)) not in (3, 4):
+            raise ValueError(f"down_kernel is 3 or 4, got {d['down_kernel']}")
         return cls(**{k: d[k] for k in asdict(cls()) if k in d})
 
 
@@ -31,7 +37,7 @@ class ConvLayer(nn.Sequential):
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, norm: bool = True, relu: bool = True):
         layers: list[nn.Module] = [
-            nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2, padding_mode="reflect", bias=not norm)
+            nn.Conv2d(c_in, c_out, kernel, stride, padding=(kernel - 1) // 2, padding_mode="reflect", bias=not norm)
         ]
         if norm:
             layers.append(nn.InstanceNorm2d(c_out, affine=True))
@@ -57,8 +63,8 @@ class TransformerNet(nn.Module):
         self.config = config
         w1, w2, w3 = config.widths
         self.stem = ConvLayer(3, w1, 9)
-        self.down1 = ConvLayer(w1, w2, 3, stride=2)
-        self.down2 = ConvLayer(w2, w3, 3, stride=2)
+        self.down1 = ConvLayer(w1, w2, config.down_kernel, stride=2)
+        self.down2 = ConvLayer(w2, w3, config.down_kernel, stride=2)
         self.residuals = nn.Sequential(*[ResidualBlock(w3) for _ in range(config.residual_blocks)])
         # Nearest-neighbour upsampling then a conv, not a transposed conv: no checkerboard artefacts.
         self.up1 = ConvLayer(w3, w2, 3)
@@ -72,6 +78,14 @@ class TransformerNet(nn.Module):
         if min(h, w) < self.MIN_SIZE:
             padded = F.pad(x, (0, max(0, self.MIN_SIZE - w), 0, max(0, self.MIN_SIZE - h)), mode="replicate")
             return self(padded)[..., :h, :w]
+        if self.config.down_kernel == 4:
+            # The centred grid halves a side exactly when it is a multiple of 4: reflect the input out to one (a
+            # no-op pad where it is one already, so an ONNX trace keeps every size) and cut the output back.
+            padded = F.pad(x, (0, (4 - w % 4) % 4, 0, (4 - h % 4) % 4), mode="reflect")
+            return self.layers(padded)[..., :h, :w]
+        return self.layers(x)
+
+    def layers(self, x: torch.Tensor) -> torch.Tensor:
         # Only the encoder's sizes are kept, not its activations: at full size those are the biggest tensors.
         y = self.stem(x)
         full = y.shape[-2:]
