@@ -8,6 +8,8 @@
   python scripts/bench.py stylize [--ckpt C --modes fp32,bf16+cl+compile --video CLIP]  stylize.py's own pass per
                       mode: images/s at 512x512, 1080p and 4K, batch 1 and the best batch, peak memory, PSNR from
                       the first mode, and a clip's end-to-end frames/s
+  python scripts/bench.py data --photos DIR [--workers-list 0,1,2,4,8]  train.py's DataLoader alone on real
+                      photos: crops/s per worker count, the bytes a crop carries, and CPU ms per crop
   python scripts/bench.py startup  stylize.py --help, and its first 512-pixel photo on the CPU (PyTorch, and ONNX),
                       wall seconds
 """
@@ -207,6 +209,35 @@ def bench_train(args) -> dict:
     return result
 
 
+def bench_data(args) -> dict:
+    """train.py's DataLoader alone, as train.build makes it for data=folder: crops/s with each number of workers,
+    and with none, the CPU cost of one crop (decode, resize, crop, flip, tensor) in the main process."""
+    from impasto.data import ImageDataModule, build_train_dataset
+
+    if not args.photos:
+        raise SystemExit("bench.py data needs --photos DIR")
+    batch = args.batches[0]
+    cfg = train_config(["data=folder", f"data.root={args.photos}", f"data.size={args.size}",
+                        f"data.batch_size={batch}", "paths.output_dir=/tmp"])
+    dataset, description = build_train_dataset(cfg.data)
+    result = {"bench": "data", "data": description, "size": args.size, "batch": batch, "rows": []}
+    for workers in args.workers_list:
+        batches = iter(ImageDataModule(dataset, batch, workers).train_dataloader())
+        for _ in range(args.warmup):
+            crops, _ = next(batches)
+        start, cpu = time.perf_counter(), time.process_time()
+        for _ in range(args.iters):
+            crops, _ = next(batches)
+        seconds = time.perf_counter() - start
+        row = {"workers": workers, "crops_per_s": round(args.iters * batch / seconds, 1)}
+        if workers == 0:
+            row["main_cpu_ms_per_crop"] = round(1000 * (time.process_time() - cpu) / (args.iters * batch), 2)
+        result["rows"].append(row)
+        del batches  # stops its workers
+    result["crop_dtype"], result["crop_bytes"] = str(crops.dtype), crops[0].nbytes
+    return result
+
+
 STYLIZE_SIZES = {"512": (512, 512), "1080p": (1920, 1080), "4k": (3840, 2160)}
 
 
@@ -319,13 +350,14 @@ def bench_startup(args) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["optimize", "train", "stylize", "startup"])
+    p.add_argument("what", choices=["optimize", "train", "stylize", "data", "startup"])
     p.add_argument("--device", default="auto")
     p.add_argument("--size", type=int, default=None)
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batches", default="4,16,64,128", help="train: comma-separated batch sizes")
     p.add_argument("--photos", help="train: a folder of photos, timed beside the synthetic data (data=folder)")
     p.add_argument("--workers", type=int, default=8, help="train: DataLoader workers for --photos")
+    p.add_argument("--workers-list", default="0,1,2", help="data: comma-separated worker counts")
     p.add_argument("--quality-steps", type=int, default=300,
                    help="train: steps of the fp32-against-fast-path loss comparison (0: none)")
     p.add_argument("--override", action="append", default=[], help="train: a train.py override (repeatable)")
@@ -343,8 +375,9 @@ def main() -> None:
     args = p.parse_args()
     args.batches = [int(b) for b in args.batches.split(",")]
     args.stylize_batches = [int(b) for b in args.frame_batches.split(",")]
-    args.size = args.size or {"optimize": 512, "train": 256}.get(args.what)
-    bench = {"optimize": bench_optimize, "train": bench_train, "stylize": bench_stylize,
+    args.workers_list = [int(w) for w in args.workers_list.split(",")]
+    args.size = args.size or {"optimize": 512, "train": 256, "data": 256}.get(args.what)
+    bench = {"optimize": bench_optimize, "train": bench_train, "stylize": bench_stylize, "data": bench_data,
              "startup": bench_startup}[args.what]
     print(json.dumps(bench(args)))
 

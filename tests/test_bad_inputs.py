@@ -180,3 +180,11 @@ def test_optim_means_trainings_settings_and_is_not_an_option(tmp_path):
     common = [f"paths.checkpoint_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'r'}"]
     assert_user_error(run("train.py", "optim=adam", *common), "optim.lr", "solver=adam")
     assert not list(tmp_path.glob("*.safetensors"))
+
+
+def test_a_cosine_schedule_needs_an_end_and_a_fraction(tmp_path):
+    common = [f"paths.checkpoint_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'r'}", "optim.schedule=cosine"]
+    assert_user_error(run("train.py", "trainer.max_steps=-1", *common), "trainer.max_steps")
+    assert_user_error(run("train.py", "optim.final_lr_fraction=2", *common), "final_lr_fraction")
+    assert_user_error(run("train.py", "optim.schedule=linear", *common[:2]), "constant or cosine")
+    assert not list(tmp_path.glob("*.safetensors"))

@@ -31,6 +31,12 @@ def test_quickstart_experiment_never_targets_the_shipped_checkpoint():
     assert cfg.export.name == "starry_night.quickstart" and cfg.data.source == "embedded"
 
 
+def test_the_shipped_recipe_trains_on_a_named_folder_with_the_cured_network():
+    cfg = compose_train("experiment=shipped", "style=udnie", "data.root=/photos/train", "paths.output_dir=/tmp/x")
+    assert cfg.data.source == "folder" and cfg.data.set_name == "imagenet-sample-782"
+    assert cfg.model.down_kernel == 4 and cfg.optim.schedule == "cosine" and cfg.export.name == "udnie"
+
+
 SHIPPED = ["composition_vii", "great_wave", "shipwreck_minotaur", "starry_night", "the_scream", "udnie"]
 
 

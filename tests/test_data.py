@@ -38,8 +38,12 @@ def test_folder_is_recursive_and_crops_at_training_size(tmp_path):
     assert len(dataset) == 5 and description == "folder a (5 images)"  # no machine's path: it goes into exports
     _, named = build_train_dataset(data_cfg(root=str(tmp_path / "a"), set_name="five-test-images"))
     assert named == "folder five-test-images (5 images)"
-    batch, passed_over = next(iter(ImageDataModule(dataset, 2, 0).train_dataloader()))
-    assert batch.shape == (2, 3, 32, 32) and 0 <= batch.min() and batch.max() <= 1 and passed_over == [[], []]
+    datamodule = ImageDataModule(dataset, 2, 0)
+    batch, passed_over = next(iter(datamodule.train_dataloader()))
+    assert batch.shape == (2, 3, 32, 32) and batch.dtype == torch.uint8 and passed_over == [[], []]
+    crops = datamodule.on_after_batch_transfer(batch, 0)  # on the device: floats in [0, 1]
+    assert crops.dtype == torch.float32 and 0 <= crops.min() and crops.max() <= 1
+    torch.testing.assert_close(crops * 255, batch.float())
 
 
 def test_auto_falls_back_to_embedded_photos(tmp_path):

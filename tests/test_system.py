@@ -1,6 +1,8 @@
 """The LightningModule's own mechanics, in process on tiny networks (a random-weight VGG, on purpose: these tests
 check gradient clipping and logging, not what the weights see)."""
 
+import math
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -8,17 +10,33 @@ from torch.utils.data import DataLoader
 
 from impasto.callbacks import LossProgressBar
 from impasto.losses import PerceptualLoss
-from impasto.system import StyleTransferSystem
+from impasto.system import CosineDecay, StyleTransferSystem
 from impasto.transformer import TransformerConfig, TransformerNet
 from impasto.vgg import LossNetwork
 
 
-def tiny_system() -> StyleTransferSystem:
+def tiny_system(**options) -> StyleTransferSystem:
     torch.manual_seed(0)
     loss = PerceptualLoss(LossNetwork(["relu1_1", "relu2_2"], weights="random"), {"relu2_2": 1.0},
                           {"relu1_1": 1.0}, 1.0, 1.0, 1.0)
     loss.set_style([torch.rand(1, 3, 32, 32)])
-    return StyleTransferSystem(TransformerNet(TransformerConfig(widths=(4, 8, 8), residual_blocks=1)), loss, lr=1e-3)
+    return StyleTransferSystem(TransformerNet(TransformerConfig(widths=(4, 8, 8), residual_blocks=1)), loss, lr=1e-3,
+                               **options)
+
+
+def test_the_cosine_schedule_decays_the_learning_rate_step_by_step_to_its_floor(tmp_path):
+    system, seen = tiny_system(lr_schedule=CosineDecay(4, final=0.1)), []
+
+    class Record(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    trainer = pl.Trainer(accelerator="cpu", max_steps=6, logger=False, enable_checkpointing=False,
+                         enable_model_summary=False, enable_progress_bar=False, callbacks=[Record()],
+                         default_root_dir=tmp_path)
+    trainer.fit(system, DataLoader(torch.rand(12, 3, 32, 32), batch_size=2))
+    expected = [1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, 4) / 4))) for s in range(6)]
+    assert seen == pytest.approx(expected)  # 1e-3 at the start, 1e-4 from step 4 on
 
 
 @pytest.mark.parametrize("clip", [None, 1.0])

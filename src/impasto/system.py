@@ -14,20 +14,35 @@ from .transformer import TransformerNet
 LOSS_NETWORK_PREFIX = "loss.network."
 
 
+class CosineDecay:
+    """The learning rate's factor at a step: from 1 down to `final` along a half cosine over `steps`, then `final`.
+    A plain object (not a lambda), so that a resumed run's scheduler restores it from the checkpoint."""
+
+    def __init__(self, steps: int, final: float = 0.0):
+        self.steps, self.final = steps, final
+
+    def __call__(self, step: int) -> float:
+        progress = min(step, self.steps) / self.steps
+        return self.final + (1 - self.final) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 class StyleTransferSystem(pl.LightningModule):
-    """Trains `transformer` to minimise `loss`, with Adam at `lr`. `preview`: fixed photos shown in TensorBoard every
-    `preview_every_n_steps`. `stability_weight`/`stability_noise`: the video stability term (off at 0). `seed`: the
-    stability noise's, per step. `run_config`: the run's resolved config, saved as the hyperparameters, where
-    TensorBoard shows it and scripts/export.py reads a style's metadata back from a Lightning checkpoint."""
+    """Trains `transformer` to minimise `loss`, with Adam at `lr` (times `lr_schedule(step)` where there is one).
+    `preview`: fixed photos shown in TensorBoard every `preview_every_n_steps`. `stability_weight`/`stability_noise`:
+    the video stability term (off at 0). `seed`: the stability noise's, per step. `run_config`: the run's resolved
+    config, saved as the hyperparameters, where TensorBoard shows it and scripts/export.py reads a style's metadata
+    back from a Lightning checkpoint."""
 
     def __init__(self, transformer: TransformerNet, loss: PerceptualLoss, *, lr: float,
-                 preview: torch.Tensor | None = None, preview_every_n_steps: int = 500,
+                 lr_schedule: CosineDecay | None = None, preview: torch.Tensor | None = None,
+                 preview_every_n_steps: int = 500,
                  stability_weight: float = 0.0, stability_noise: float = 0.02, seed: int = 0,
                  run_config: dict | None = None):
         super().__init__()
         self.transformer = transformer
         self.loss = loss
         self.lr = lr
+        self.lr_schedule = lr_schedule
         self.stability_weight = stability_weight
         self.stability_noise = stability_noise
         self.preview_every_n_steps = preview_every_n_steps
@@ -57,7 +72,10 @@ class StyleTransferSystem(pl.LightningModule):
         # skipped without a host sync. A GradScaler (fp16) skips such steps itself and must unscale first.
         fused = getattr(self.trainer.precision_plugin, "scaler", None) is None
         self._optimizer = torch.optim.Adam(self.transformer.parameters(), lr=self.lr, fused=fused)
-        return self._optimizer
+        if self.lr_schedule is None:
+            return self._optimizer
+        scheduler = torch.optim.lr_scheduler.LambdaLR(self._optimizer, self.lr_schedule)
+        return {"optimizer": self._optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_train_start(self) -> None:
         self._clock = (time.perf_counter(), self.global_step)

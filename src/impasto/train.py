@@ -18,7 +18,7 @@ from .data import ImageDataModule, build_train_dataset, load_preview
 from .errors import Interrupted, UserError
 from .losses import build_perceptual_loss
 from .runtime import bf16_is_fast
-from .system import StyleTransferSystem
+from .system import CosineDecay, StyleTransferSystem
 from .transformer import TransformerConfig, TransformerNet
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,21 @@ def train(cfg: DictConfig) -> Path | None:
     return path
 
 
+def lr_schedule(cfg: DictConfig) -> CosineDecay | None:
+    schedule = cfg.optim.get("schedule", "constant")
+    if schedule == "constant":
+        return None
+    if schedule != "cosine":
+        raise UserError(f"optim.schedule is constant or cosine, got {schedule!r}")
+    if not cfg.trainer.max_steps or cfg.trainer.max_steps < 1:
+        raise UserError("optim.schedule=cosine decays over trainer.max_steps: set it (a time limit alone gives the "
+                        "schedule no end)")
+    if not 0 <= cfg.optim.final_lr_fraction <= 1:
+        raise UserError(f"optim.final_lr_fraction is a fraction of optim.lr, from 0 to 1, got "
+                        f"{cfg.optim.final_lr_fraction}")
+    return CosineDecay(cfg.trainer.max_steps, cfg.optim.final_lr_fraction)
+
+
 def build(cfg: DictConfig) -> Run:
     """The data, the loss, the system and the trainer from the composed config."""
     if cfg.stability.weight < 0:
@@ -111,6 +126,7 @@ def build(cfg: DictConfig) -> Run:
     if cfg.stability.noise <= 0:
         raise UserError(f"stability.noise must be positive (a std on RGB in [0, 1], e.g. 0.02), got "
                         f"{cfg.stability.noise}")
+    schedule = lr_schedule(cfg)
     styles, blend = load_style_images(cfg.style)  # fail on a bad style image before anything heavy starts
     pl.seed_everything(cfg.seed, workers=True)
     transformer = TransformerNet(TransformerConfig.from_dict(cfg.model))
@@ -130,7 +146,7 @@ def build(cfg: DictConfig) -> Run:
     preview = load_preview(cfg.data.preview_dir, cfg.data.size) if cfg.log.preview_every_n_steps else None
     hparams = OmegaConf.to_container(cfg, resolve=True)
     hparams["data_description"] = data_description
-    system = StyleTransferSystem(transformer, loss, lr=cfg.optim.lr, preview=preview,
+    system = StyleTransferSystem(transformer, loss, lr=cfg.optim.lr, lr_schedule=schedule, preview=preview,
                                  preview_every_n_steps=cfg.log.preview_every_n_steps,
                                  stability_weight=cfg.stability.weight, stability_noise=cfg.stability.noise,
                                  seed=cfg.seed, run_config=hparams)

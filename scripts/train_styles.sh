@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Train styles with the shipped styles' recipe (conf/experiment/shipped.yaml), then score each against Gatys on
+# photos it never saw:
+#   scripts/train_styles.sh PHOTOS STEPS STYLE [STYLE ...]
+# PHOTOS holds train/ and heldout/ (python scripts/split_photos.py SOURCE PHOTOS). Each style trains STEPS steps
+# (trainer.max_time caps it at MINUTES, default 30), exports OUT/styles/<style>.safetensors, and compare.py scores
+# it on the first COMPARE_PHOTOS (default 8) held-out photos at 512 px against Gatys@50, 100 and 500 (OUT/compare/).
+# Extra train.py overrides: RECIPE="key=value ...". OUT defaults to style_runs/.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+if [ $# -lt 3 ]; then
+    echo "usage: scripts/train_styles.sh PHOTOS STEPS STYLE [STYLE ...]" >&2
+    exit 2
+fi
+photos=$1 steps=$2
+shift 2
+out=${OUT:-style_runs}
+minutes=${MINUTES:-30}
+mkdir -p "$out/styles" "$out/compare" "$out/logs" "$out/heldout"
+for photo in $(ls "$photos/heldout" | head -n "${COMPARE_PHOTOS:-8}"); do
+    cp "$photos/heldout/$photo" "$out/heldout/"
+done
+for style in "$@"; do
+    echo "== $style: $steps steps" >&2
+    start=$(date +%s)
+    # shellcheck disable=SC2086  # RECIPE is a list of overrides
+    python train.py experiment=shipped style="$style" data.root="$photos/train" trainer.max_steps="$steps" \
+        +trainer.max_time="00:00:$minutes:00" export.dir="$out/styles" export.overwrite=true log.preview_every_n_steps=1000 \
+        hydra.run.dir="$out/runs/$style" ${RECIPE:-} > "$out/logs/$style.train.log" 2>&1 \
+        || { echo "$style: training failed, see $out/logs/$style.train.log" >&2; continue; }
+    echo "{\"style\": \"$style\", \"train_seconds\": $(( $(date +%s) - start ))}" >> "$out/train_times.jsonl"
+    python scripts/compare.py --ckpt "$out/styles/$style.safetensors" "$out/heldout" --size 512 \
+        --steps 50,100,500 --out-dir "$out/compare/$style" > "$out/logs/$style.compare.log" 2>&1 \
+        || echo "$style: compare failed, see $out/logs/$style.compare.log" >&2
+    tail -n 8 "$out/logs/$style.compare.log" >&2
+done
+rm -rf "$out/runs"/*/checkpoints  # the Lightning checkpoints (22 MB each): the exports are what comes back
