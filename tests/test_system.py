@@ -24,19 +24,28 @@ def tiny_system(**options) -> StyleTransferSystem:
                                **options)
 
 
-def test_the_cosine_schedule_decays_the_learning_rate_step_by_step_to_its_floor(tmp_path):
+def fit_recording_lr(tmp_path, max_steps: int, ckpt_path=None, save: str | None = None) -> list[float]:
     system, seen = tiny_system(lr_schedule=CosineDecay(4, final=0.1)), []
 
     class Record(pl.Callback):
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
             seen.append(trainer.optimizers[0].param_groups[0]["lr"])
 
-    trainer = pl.Trainer(accelerator="cpu", max_steps=6, logger=False, enable_checkpointing=False,
+    trainer = pl.Trainer(accelerator="cpu", max_steps=max_steps, logger=False, enable_checkpointing=False,
                          enable_model_summary=False, enable_progress_bar=False, callbacks=[Record()],
                          default_root_dir=tmp_path)
-    trainer.fit(system, DataLoader(torch.rand(12, 3, 32, 32), batch_size=2))
+    trainer.fit(system, DataLoader(torch.rand(12, 3, 32, 32), batch_size=2), ckpt_path=ckpt_path)
+    if save:
+        trainer.save_checkpoint(tmp_path / save)
+    return seen
+
+
+def test_the_cosine_schedule_decays_the_learning_rate_step_by_step_and_resumes_where_it_stopped(tmp_path):
+    whole = fit_recording_lr(tmp_path, 6)
     expected = [1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, 4) / 4))) for s in range(6)]
-    assert seen == pytest.approx(expected)  # 1e-3 at the start, 1e-4 from step 4 on
+    assert whole == pytest.approx(expected)  # 1e-3 at the start, 1e-4 from step 4 on
+    first = fit_recording_lr(tmp_path, 2, save="two.ckpt")
+    assert first + fit_recording_lr(tmp_path, 6, ckpt_path=tmp_path / "two.ckpt") == pytest.approx(whole)
 
 
 @pytest.mark.parametrize("clip", [None, 1.0])
