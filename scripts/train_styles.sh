@@ -4,7 +4,8 @@
 #   scripts/train_styles.sh PHOTOS STEPS STYLE [STYLE ...]
 # PHOTOS holds train/ and heldout/ (python scripts/split_photos.py SOURCE PHOTOS). Each style trains STEPS steps
 # (trainer.max_time caps it at MINUTES, default 30), exports OUT/styles/<style>.safetensors, and compare.py scores
-# it on the first COMPARE_PHOTOS (default 8) held-out photos at 512 px against Gatys@50, 100 and 500 (OUT/compare/).
+# it on the first COMPARE_PHOTOS (default 8) held-out photos against Gatys (OUT/compare/; COMPARE, default
+# "--size 512 --steps 50,100,500", sets compare.py's options).
 # Extra train.py overrides: RECIPE="key=value ...". OUT defaults to style_runs/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,7 @@ fi
 photos=$1 steps=$2
 shift 2
 out=${OUT:-style_runs}
-minutes=${MINUTES:-30}
+minutes=$(printf %02d "${MINUTES:-30}")
 mkdir -p "$out/styles" "$out/compare" "$out/logs" "$out/heldout"
 for photo in $(ls "$photos/heldout" | head -n "${COMPARE_PHOTOS:-8}"); do
     cp "$photos/heldout/$photo" "$out/heldout/"
@@ -29,8 +30,9 @@ for style in "$@"; do
         hydra.run.dir="$out/runs/$style" ${RECIPE:-} > "$out/logs/$style.train.log" 2>&1 \
         || { echo "$style: training failed, see $out/logs/$style.train.log" >&2; continue; }
     echo "{\"style\": \"$style\", \"train_seconds\": $(( $(date +%s) - start ))}" >> "$out/train_times.jsonl"
-    python scripts/compare.py --ckpt "$out/styles/$style.safetensors" "$out/heldout" --size 512 \
-        --steps 50,100,500 --out-dir "$out/compare/$style" > "$out/logs/$style.compare.log" 2>&1 \
+    # shellcheck disable=SC2086  # COMPARE is a list of options
+    python scripts/compare.py --ckpt "$out/styles/$style.safetensors" "$out/heldout" ${COMPARE:---size 512 --steps 50,100,500} \
+        --out-dir "$out/compare/$style" > "$out/logs/$style.compare.log" 2>&1 \
         || echo "$style: compare failed, see $out/logs/$style.compare.log" >&2
     tail -n 8 "$out/logs/$style.compare.log" >&2
 done

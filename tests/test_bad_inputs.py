@@ -188,3 +188,9 @@ def test_a_cosine_schedule_needs_an_end_and_a_fraction(tmp_path):
     assert_user_error(run("train.py", "optim.final_lr_fraction=2", *common), "final_lr_fraction")
     assert_user_error(run("train.py", "optim.schedule=linear", *common[:2]), "constant or cosine")
     assert not list(tmp_path.glob("*.safetensors"))
+
+
+def test_a_trainer_setting_lightning_refuses_is_one_line(tmp_path):
+    common = [f"paths.checkpoint_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'r'}", "data=embedded"]
+    assert_user_error(run("train.py", "+trainer.max_time=00:00:3:00", *common), "trainer settings", "DD:HH:MM:SS")
+    assert not list(tmp_path.glob("*.safetensors"))

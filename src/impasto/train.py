@@ -10,6 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from . import checkpoint
 from .callbacks import DivergenceGuard, LossProgressBar, ResumableCheckpoints
@@ -165,13 +166,16 @@ def build(cfg: DictConfig) -> Run:
                  LearningRateMonitor(logging_interval="step")]
     if trainer_cfg.get("enable_progress_bar", True):
         callbacks.append(LossProgressBar(refresh_rate=reads))
-    trainer = pl.Trainer(
-        **trainer_cfg,
-        max_epochs=-1,
-        default_root_dir=output_dir,
-        logger=TensorBoardLogger(save_dir=output_dir, name="tb", version="", default_hp_metric=False),
-        callbacks=callbacks,
-        enable_checkpointing=False,  # ResumableCheckpoints writes them
-        use_distributed_sampler=False,  # EndlessSampler splits the data between ranks
-    )
+    try:
+        trainer = pl.Trainer(
+            **trainer_cfg,
+            max_epochs=-1,
+            default_root_dir=output_dir,
+            logger=TensorBoardLogger(save_dir=output_dir, name="tb", version="", default_hp_metric=False),
+            callbacks=callbacks,
+            enable_checkpointing=False,  # ResumableCheckpoints writes them
+            use_distributed_sampler=False,  # EndlessSampler splits the data between ranks
+        )
+    except (MisconfigurationException, TypeError) as e:  # a trainer.* value or key Lightning does not take
+        raise UserError(f"trainer settings: {e}") from None
     return Run(system, datamodule, trainer, checkpoints)
