@@ -5,7 +5,7 @@ import json
 import torch
 from PIL import Image
 
-from conftest import run
+from conftest import assert_user_error, run
 from impasto.artifacts import dark_blob, edge_line
 
 
@@ -46,3 +46,14 @@ def test_the_cli_reports_every_size_and_writes_a_grid(tmp_path, photo, tiny_ckpt
     assert set(numbers["photos"]["photo.png"]) == {"32", "64"}
     with Image.open(tmp_path / "grid_tiny.jpg") as grid:
         assert grid.width > grid.height  # one photo down, two sizes across
+
+
+def test_the_gallery_puts_each_photo_beside_each_style_and_keeps_an_existing_grid(tmp_path, photo, tiny_ckpt):
+    out = tmp_path / "gallery.png"
+    args = ("scripts/gallery.py", str(photo), str(photo), "--ckpt", str(tiny_ckpt), "--ckpt", "starry_night",
+            "--size", "40", "--tile", "50", "-o", str(out))
+    result = run(*args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with Image.open(out) as grid:  # 3 columns of 50 px and 2 rows of 41 (40 x 33 shown at 50 x 41), 6 px apart
+        assert grid.size == (3 * 56 + 6, 18 + 2 * 41 + 3 * 6)
+    assert_user_error(run(*args), "--overwrite")

@@ -77,12 +77,19 @@ def measure(net: torch.nn.Module, photo: torch.Tensor) -> tuple[torch.Tensor, di
                       "edge_line": round(edge_line(stylized, photo), 3), "residual_peak": round(peaks[0], 2)}
 
 
-def grid(rows: list[list[torch.Tensor]], tile: int = 384, pad: int = 6) -> Image.Image:
-    """Images (each shown at `tile` px long side) in rows and columns on white, each row as tall as its tallest."""
+def grid(rows: list[list[torch.Tensor]], tile: int = 384, pad: int = 6, labels: list[str] | None = None) -> Image.Image:
+    """Images (each shown at `tile` px long side) in rows and columns on white, each row as tall as its tallest;
+    `labels`, one per column, in a band above them."""
+    from PIL import ImageDraw
+
     tiles = [[resize_long_side(to_pil(t[0]), tile) for t in row] for row in rows]
     heights = [max(im.height for im in row) for row in tiles]
-    sheet = Image.new("RGB", (len(tiles[0]) * (tile + pad) + pad, sum(heights) + pad * (len(tiles) + 1)), "white")
-    top = pad
+    band = 18 if labels else 0
+    sheet = Image.new("RGB", (len(tiles[0]) * (tile + pad) + pad, band + sum(heights) + pad * (len(tiles) + 1)),
+                      "white")
+    for c, label in enumerate(labels or []):
+        ImageDraw.Draw(sheet).text((pad + c * (tile + pad), pad), label, fill="black")
+    top = pad + band
     for row, height in zip(tiles, heights):
         for c, im in enumerate(row):
             sheet.paste(im, (pad + c * (tile + pad), top))
