@@ -55,12 +55,18 @@ def test_optimize_bad_inputs(tmp_path, photo):
 
 def test_compare_table_has_its_rows_and_columns(tmp_path, photo, tiny_ckpt):
     out_dir = tmp_path / "cmp"
-    result = run("scripts/compare.py", "--ckpt", str(tiny_ckpt), str(photo), "--size", "32", "--steps", "2,4",
-                 "--out-dir", str(out_dir), "--style", str(photo))
+    other = tmp_path / "other.png"
+    Image.open(photo).transpose(Image.Transpose.FLIP_TOP_BOTTOM).save(other)
+    result = run("scripts/compare.py", "--ckpt", str(tiny_ckpt), str(photo), str(other), "--size", "32", "--steps",
+                 "2,4", "--out-dir", str(out_dir), "--style", str(photo))
     assert result.returncode == 0, result.stderr[-2000:]
     with open(out_dir / "compare.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["method"] for r in rows] == ["fast", "gatys@2", "gatys@4"]
+    assert [r["method"] for r in rows] == ["fast", "gatys@2", "gatys@4"] * 2
+    report = json.loads((out_dir / "compare.json").read_text())
+    fast_mean = next(r for r in report["means"] if r["method"] == "fast")
+    assert fast_mean["image"] == "mean of 2" and "mean of 2" in report["matched"] and "mean of 2" in result.stdout
+    assert fast_mean["total"] == pytest.approx((float(rows[0]["total"]) + float(rows[3]["total"])) / 2, abs=1e-4)
     assert set(rows[0]) == {"image", "method", "content", "style", "tv", "total", "seconds"}
     assert all(float(r["total"]) > 0 for r in rows)
     assert float(rows[2]["total"]) < float(rows[1]["total"])  # more Gatys steps, lower loss

@@ -143,6 +143,17 @@ def matched_steps(rows: list[dict]) -> dict[str, str]:
     return verdicts
 
 
+def mean_rows(rows: list[dict]) -> list[dict]:
+    """Per method, the mean of each column over the images: the row a style is judged by."""
+    images = list(dict.fromkeys(r["image"] for r in rows))
+    means = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method]
+        means.append({"image": f"mean of {len(images)}", "method": method,
+                      **{k: round(sum(r[k] for r in mine) / len(mine), 4) for k in COLUMNS[2:]}})
+    return means
+
+
 def write_reports(rows: list[dict], out_dir: Path) -> None:
     def write_csv(tmp: str) -> None:
         with open(tmp, "w", newline="") as f:
@@ -151,7 +162,8 @@ def write_reports(rows: list[dict], out_dir: Path) -> None:
             writer.writerows({k: r[k] for k in COLUMNS} for r in rows)
 
     write_atomic(out_dir / "compare.csv", write_csv)
-    report = json.dumps({"rows": rows, "matched": matched_steps(rows)}, indent=1)
+    means = mean_rows(rows)
+    report = json.dumps({"rows": rows, "means": means, "matched": matched_steps(rows + means)}, indent=1)
     write_atomic(out_dir / "compare.json", lambda tmp: Path(tmp).write_text(report))
 
 
@@ -168,6 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     with exit_on_user_error():
         rows = compare(args)
         write_reports(rows, Path(args.out_dir).expanduser())
-        print(format_table(rows))
-        for image, verdict in matched_steps(rows).items():
+        means = mean_rows(rows) if len({r["image"] for r in rows}) > 1 else []
+        print(format_table(rows + means))
+        for image, verdict in matched_steps(rows + means).items():
             print(f"{image}: {verdict}")
