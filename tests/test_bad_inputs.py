@@ -190,7 +190,8 @@ def test_a_cosine_schedule_needs_an_end_and_a_fraction(tmp_path):
     assert not list(tmp_path.glob("*.safetensors"))
 
 
-def test_a_trainer_setting_lightning_refuses_is_one_line(tmp_path):
+def test_a_trainer_or_model_setting_that_cannot_work_is_one_line(tmp_path):
     common = [f"paths.checkpoint_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'r'}", "data=embedded"]
     assert_user_error(run("train.py", "+trainer.max_time=00:00:3:00", *common), "trainer settings", "DD:HH:MM:SS")
+    assert_user_error(run("train.py", "model.down_kernel=5", *common), "model settings", "down_kernel is 3 or 4")
     assert not list(tmp_path.glob("*.safetensors"))

@@ -130,7 +130,10 @@ def build(cfg: DictConfig) -> Run:
     schedule = lr_schedule(cfg)
     styles, blend = load_style_images(cfg.style)  # fail on a bad style image before anything heavy starts
     pl.seed_everything(cfg.seed, workers=True)
-    transformer = TransformerNet(TransformerConfig.from_dict(cfg.model))
+    try:
+        transformer = TransformerNet(TransformerConfig.from_dict(cfg.model))
+    except ValueError as e:
+        raise UserError(f"model settings: {e}") from None
     if cfg.init_from:
         checkpoint.load_weights_into(transformer, cfg.init_from)
 

@@ -27,7 +27,8 @@ class TransformerConfig:
         d["widths"] = tuple(int(w) for w in d["widths"])
         if len(d["widths"]) != 3:
             raise ValueError(f"widths needs 3 entries, got {d['widths']}")
-        if int(d.get("down_kernel", 3)) not in (3, 4):
+        d["down_kernel"] = int(d.get("down_kernel", 3))
+        if d["down_kernel"] not in (3, 4):
             raise ValueError(f"down_kernel is 3 or 4, got {d['down_kernel']}")
         return cls(**{k: d[k] for k in asdict(cls()) if k in d})
 
