@@ -43,9 +43,8 @@ class Stylizer:
 
     @torch.inference_mode()
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        """A whole pass on a batch (B, 3, H, W) in [0, 1], held anywhere; fp32 in [0, 1] on the device. In bf16
-        autocast the shipped style is at 53–55 dB PSNR from fp32: no visible difference. The default memory layout:
-        channels_last ran slower on an H100 (1080p: 25 vs 17 ms)."""
+        """A whole pass on a batch (B, 3, H, W) in [0, 1], held anywhere; fp32 in [0, 1] on the device. In the
+        default memory layout: channels_last ran slower on the GPU (docs/benchmarks.md)."""
         batch = batch.to(self.device)
         return self.finish(self._whole(batch), batch.float())
 

@@ -56,9 +56,9 @@ def describe(device: torch.device, dtype: torch.dtype | None) -> str:
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of a one-image pass (stylize, Gatys) for a `precision` of auto, fp32 or bf16.
 
-    auto is bf16 on CPUs with AMX (1.4x faster there) and fp32 on CUDA: on an H100 these batch-1 passes ran
-    faster in fp32, whose convolutions use TF32 tensor cores, than in bf16 (stylize 512 px 3.4 vs 3.8 ms, a Gatys
-    step 6.2 vs 8.6 ms). Training's batches are another matter: see train.resolve_precision.
+    auto is bf16 on CPUs with AMX, where it is faster, and fp32 on CUDA, where these batch-1 passes ran faster in
+    fp32 (TF32 tensor cores) than in bf16 (docs/benchmarks.md). Training's batches are another matter: see
+    train.resolve_precision.
     """
     if precision not in ("auto", "fp32", "bf16"):
         raise UserError(f"unknown precision {precision!r}: use auto, fp32 or bf16")
