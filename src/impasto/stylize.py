@@ -32,8 +32,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     size.add_argument("--scale", type=float, help="resize by this factor (default: 1)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, …")
     p.add_argument("--precision", default="auto",
-                   help="auto (bf16 on CPUs with AMX; fp32 elsewhere, CUDA included, where it ran faster on an "
-                        "H100), fp32 or bf16")
+                   help="auto (bf16 on CPUs with AMX, where it is faster; fp32 elsewhere, CUDA included), fp32 or "
+                        "bf16")
     p.add_argument("--strength", type=float, default=1.0,
                    help="how much of the style to apply, from 0 (the photo) to 1 (the full style, the default); "
                         "mixed in the OKLab colour space, which keeps colours from turning milky halfway")
