@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from conftest import assert_user_error, run
-from impasto.artifacts import dark_blob, edge_line
+from impasto.artifacts import dark_blob, edge_line, edge_sides
 
 
 def textured(size: int = 128) -> torch.Tensor:
@@ -31,6 +31,8 @@ def test_edge_line_finds_a_line_along_a_border_but_not_the_photos_own_frame():
     lined = photo.clone()
     lined[..., :2, :] = 0.0  # two dark rows along the top
     assert edge_line(lined, photo) > 2.5
+    top, bottom, left, right = edge_sides(lined, photo)
+    assert top > 2.5 and max(bottom, left, right) < 1.5  # the line is on its own side
     framed = lined.clone()  # the photo itself has that frame: the output only keeps it
     assert edge_line(framed, framed) < 1.01
 
@@ -42,7 +44,8 @@ def test_the_cli_reports_every_size_and_writes_a_grid(tmp_path, photo, tiny_ckpt
     report = json.loads(result.stdout.strip().splitlines()[-1])
     numbers = report["styles"]["tiny.safetensors"]
     assert set(numbers["summary"]) == {"32", "64"}
-    assert set(numbers["summary"]["64"]) == {"dark_blob", "edge_line", "residual_peak"}
+    assert set(numbers["summary"]["64"]) == {"dark_blob", "edge_line", "edge_top_left", "edge_bottom_right",
+                                             "residual_peak"}
     assert set(numbers["photos"]["photo.png"]) == {"32", "64"}
     with Image.open(tmp_path / "grid_tiny.jpg") as grid:
         assert grid.width > grid.height  # one photo down, two sizes across

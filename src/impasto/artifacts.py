@@ -1,12 +1,14 @@
 """artifacts.py: how much a style's artifacts show, measured on photos across sizes.
 
-Three numbers per photo and size (long side), each the worst over the image:
+Numbers per photo and size (long side), each the worst over the image:
 - dark_blob: instance norm's "droplet", a patch that is near black (luminance under 40/255) and flat (local std
   under 4/255) in the output where the photo has texture (local std over 8/255): the largest share of a window of
   1/32 of the long side that it covers. 1 where a droplet covers a window; strokes and shadows score low.
 - edge_line: a line along a border (padding). The mean change between a border's outer two pixel rows and the next
   two, over the same between pairs of rows further in, and over the photo's own where that is above 1; the worst
   of the four sides. About 1 or less without a line.
+- edge_top_left, edge_bottom_right: the same step, the mean of the top and left borders and of the bottom and
+  right ones. Johnson's stride-2 grid pads the top and left only, so a line there and not on the other two is its.
 - residual_peak: the largest activation leaving the residual blocks, which a droplet spikes.
 Writes a grid per style (photos down, sizes across) to look at, and prints one JSON line.
 """
@@ -58,23 +60,31 @@ def border_steps(image: torch.Tensor) -> list[float]:
     return ratios
 
 
+def edge_sides(stylized: torch.Tensor, photo: torch.Tensor) -> list[float]:
+    """Each border's step in the output (top, bottom, left, right), over the photo's own step there where that is
+    above 1 (a photo's frame or horizon is not the network's line)."""
+    return [out / max(1.0, own) for out, own in zip(border_steps(stylized), border_steps(photo))]
+
+
 def edge_line(stylized: torch.Tensor, photo: torch.Tensor) -> float:
-    """The worst border's step in the output, over the photo's own step there where that is above 1 (a photo's
-    frame or horizon is not the network's line)."""
-    return max(out / max(1.0, own) for out, own in zip(border_steps(stylized), border_steps(photo)))
+    """The worst border's step: see edge_sides."""
+    return max(edge_sides(stylized, photo))
 
 
 @torch.inference_mode()
 def measure(net: torch.nn.Module, photo: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-    """The stylization of `photo` (1, 3, H, W) and its three artifact numbers."""
+    """The stylization of `photo` (1, 3, H, W) and its artifact numbers."""
     peaks = []
     hook = net.residuals.register_forward_hook(lambda m, i, out: peaks.append(float(out.abs().max())))
     try:
         stylized = net(photo)
     finally:
         hook.remove()
+    top, bottom, left, right = edge_sides(stylized, photo)
     return stylized, {"dark_blob": round(dark_blob(stylized, photo), 3),
-                      "edge_line": round(edge_line(stylized, photo), 3), "residual_peak": round(peaks[0], 2)}
+                      "edge_line": round(max(top, bottom, left, right), 3),
+                      "edge_top_left": round((top + left) / 2, 3), "edge_bottom_right": round((bottom + right) / 2, 3),
+                      "residual_peak": round(peaks[0], 2)}
 
 
 def grid(rows: list[list[torch.Tensor]], tile: int = 384, pad: int = 6, labels: list[str] | None = None) -> Image.Image:
