@@ -28,14 +28,14 @@ run() {  # name, time limit in seconds, then the command; a failure or a timeout
 for check in "${@:-stylize train optimize gpu_tests}"; do
     for name in $check; do
         case $name in
-            stylize) run stylize 240 python scripts/bench.py stylize --ckpt checkpoints/starry_night.safetensors \
+            stylize) run stylize 240 python3 scripts/bench.py stylize --ckpt checkpoints/starry_night.safetensors \
                          ${clip:+--video "$clip"} ;;
-            train) run train 240 python scripts/bench.py train --batches 16,64 --photos "$photos" --workers 12 \
+            train) run train 240 python3 scripts/bench.py train --batches 16,64 --photos "$photos" --workers 12 \
                        --warmup 20 --iters 50 --quality-steps 200 ;;
-            train_compile) run train_compile 300 python scripts/bench.py train --compile --batches 64,128 --warmup 30 \
+            train_compile) run train_compile 300 python3 scripts/bench.py train --compile --batches 64,128 --warmup 30 \
                                --iters 50 --quality-steps 0 ;;
-            optimize) run optimize 150 python scripts/bench.py optimize ;;
-            gpu_tests) run gpu_tests 120 python -m pytest -q -m gpu ;;
+            optimize) run optimize 150 python3 scripts/bench.py optimize ;;
+            gpu_tests) run gpu_tests 120 python3 -m pytest -q -m gpu ;;
             *) echo "unknown check $name: stylize, train, train_compile, optimize, gpu_tests" >&2; exit 2 ;;
         esac
     done

@@ -2,7 +2,7 @@
 # Train styles with the shipped styles' recipe (conf/experiment/shipped.yaml), then score each against Gatys on
 # photos it never saw:
 #   scripts/train_styles.sh PHOTOS STEPS STYLE [STYLE ...]
-# PHOTOS holds train/ and heldout/ (python scripts/split_photos.py SOURCE PHOTOS). Each style trains STEPS steps
+# PHOTOS holds train/ and heldout/ (python3 scripts/split_photos.py SOURCE PHOTOS). Each style trains STEPS steps
 # (trainer.max_time caps it at MINUTES, default 30), exports OUT/styles/<style>.safetensors, and compare.py scores
 # it on the first COMPARE_PHOTOS (default 8) held-out photos against Gatys (OUT/compare/; COMPARE, default
 # "--size 512 --steps 50,100,500", sets compare.py's options).
@@ -25,13 +25,13 @@ for style in "$@"; do
     echo "== $style: $steps steps" >&2
     start=$(date +%s)
     # shellcheck disable=SC2086  # RECIPE is a list of overrides
-    python train.py experiment=shipped style="$style" data.root="$photos/train" trainer.max_steps="$steps" \
+    python3 train.py experiment=shipped style="$style" data.root="$photos/train" trainer.max_steps="$steps" \
         +trainer.max_time="00:00:$minutes:00" export.dir="$out/styles" export.overwrite=true log.preview_every_n_steps=1000 \
         hydra.run.dir="$out/runs/$style" ${RECIPE:-} > "$out/logs/$style.train.log" 2>&1 \
         || { echo "$style: training failed, see $out/logs/$style.train.log" >&2; continue; }
     echo "{\"style\": \"$style\", \"train_seconds\": $(( $(date +%s) - start ))}" >> "$out/train_times.jsonl"
     # shellcheck disable=SC2086  # COMPARE is a list of options
-    python scripts/compare.py --ckpt "$out/styles/$style.safetensors" "$out/heldout" ${COMPARE:---size 512 --steps 50,100,500} \
+    python3 scripts/compare.py --ckpt "$out/styles/$style.safetensors" "$out/heldout" ${COMPARE:---size 512 --steps 50,100,500} \
         --out-dir "$out/compare/$style" > "$out/logs/$style.compare.log" 2>&1 \
         || echo "$style: compare failed, see $out/logs/$style.compare.log" >&2
     tail -n 8 "$out/logs/$style.compare.log" >&2
