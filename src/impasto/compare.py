@@ -154,7 +154,7 @@ def mean_rows(rows: list[dict]) -> list[dict]:
     return means
 
 
-def write_reports(rows: list[dict], out_dir: Path) -> None:
+def write_reports(rows: list[dict], means: list[dict], verdicts: dict[str, str], out_dir: Path) -> None:
     def write_csv(tmp: str) -> None:
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=COLUMNS)
@@ -162,8 +162,7 @@ def write_reports(rows: list[dict], out_dir: Path) -> None:
             writer.writerows({k: r[k] for k in COLUMNS} for r in rows)
 
     write_atomic(out_dir / "compare.csv", write_csv)
-    means = mean_rows(rows)
-    report = json.dumps({"rows": rows, "means": means, "matched": matched_steps(rows + means)}, indent=1)
+    report = json.dumps({"rows": rows, "means": means, "matched": verdicts}, indent=1)
     write_atomic(out_dir / "compare.json", lambda tmp: Path(tmp).write_text(report))
 
 
@@ -179,8 +178,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     with exit_on_user_error():
         rows = compare(args)
-        write_reports(rows, Path(args.out_dir).expanduser())
-        means = mean_rows(rows) if len({r["image"] for r in rows}) > 1 else []
+        means = mean_rows(rows)
+        verdicts = matched_steps(rows + means)
+        write_reports(rows, means, verdicts, Path(args.out_dir).expanduser())
+        if len({r["image"] for r in rows}) == 1:  # the mean of one photo is its own row: not printed twice
+            verdicts.pop(means[0]["image"])
+            means = []
         print(format_table(rows + means))
-        for image, verdict in matched_steps(rows + means).items():
+        for image, verdict in verdicts.items():
             print(f"{image}: {verdict}")

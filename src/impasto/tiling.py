@@ -98,9 +98,8 @@ def tiled_forward(net: TransformerNet, image: torch.Tensor, device: torch.device
     if min(height, width) < 2 * MARGIN:  # too small to need tiles; the network pads what is smaller still
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             return net(image.to(device)).float().to(image.device)
-    if net.config.down_kernel == 4 and (height % 4 or width % 4):  # as TransformerNet.forward pads it
-        padded = F.pad(image, (0, -width % 4, 0, -height % 4), mode="reflect")
-        return tiled_forward(net, padded, device, dtype, tile)[..., :height, :width]
+    if any(pad := net.grid_pad(height, width)):  # as TransformerNet.forward pads it
+        return tiled_forward(net, F.pad(image, pad, mode="reflect"), device, dtype, tile)[..., :height, :width]
     grid = tiles(height, width, tile)
 
     def crop(t: Tile) -> torch.Tensor:

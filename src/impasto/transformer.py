@@ -80,11 +80,16 @@ class TransformerNet(nn.Module):
             padded = F.pad(x, (0, max(0, self.MIN_SIZE - w), 0, max(0, self.MIN_SIZE - h)), mode="replicate")
             return self(padded)[..., :h, :w]
         if self.config.down_kernel == 4:
-            # The centred grid halves a side exactly when it is a multiple of 4: reflect the input out to one (a
-            # no-op pad where it is one already, so an ONNX trace keeps every size) and cut the output back.
-            padded = F.pad(x, (0, (4 - w % 4) % 4, 0, (4 - h % 4) % 4), mode="reflect")
-            return self.layers(padded)[..., :h, :w]
+            # A no-op pad where the sides are multiples of 4 already, so that an ONNX trace keeps every size.
+            return self.layers(F.pad(x, self.grid_pad(h, w), mode="reflect"))[..., :h, :w]
         return self.layers(x)
+
+    def grid_pad(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """F.pad's (left, right, top, bottom) that reflects an input out to the network's grid: the centred grid
+        halves a side exactly only when it is a multiple of 4; Johnson's takes any size."""
+        if self.config.down_kernel != 4:
+            return 0, 0, 0, 0
+        return 0, (4 - width % 4) % 4, 0, (4 - height % 4) % 4
 
     def layers(self, x: torch.Tensor) -> torch.Tensor:
         # Only the encoder's sizes are kept, not its activations: at full size those are the biggest tensors.

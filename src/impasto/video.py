@@ -218,20 +218,22 @@ def stylize_video(forward: Callable[[torch.Tensor], torch.Tensor], src: Path, ds
                     bar.update(len(times_out))
 
                 with Writer(write) as writer:
+                    def stylize_pending() -> None:
+                        writer.put((forward(_to_batch(pending, width, height, turns)),
+                                    [times.next(f.pts) for f in pending]))
+                        pending.clear()
+
                     for packet in source.demux(*[video_in] + ([audio_in] if copy_audio else [])):
                         if packet.stream is video_in:
                             times.add_packet(packet.pts, packet.size)
                             pending += packet.decode()
                             if len(pending) >= batch:
-                                writer.put((forward(_to_batch(pending, width, height, turns)),
-                                            [times.next(f.pts) for f in pending]))
-                                pending = []
+                                stylize_pending()
                         elif packet.dts is not None:  # audio, copied; a None dts marks the demuxer's final flush
                             packet.stream = audio_out
                             writer.put(packet)
                     if pending:
-                        writer.put((forward(_to_batch(pending, width, height, turns)),
-                                    [times.next(f.pts) for f in pending]))
+                        stylize_pending()
                 if written == 0:  # raised inside the write: the temporary file goes, an existing output stays
                     raise UserError(f"input video {src} has no frames that decode")
                 output.mux(video_out.encode(None))  # drain the encoder's look-ahead
