@@ -9,13 +9,14 @@ import torch
 
 from .color import blend_strength, preserve_color
 from .errors import UserError
-from .memory import BYTES_PER_PIXEL, size_that_fits
+from .memory import BYTES_PER_PIXEL, keep_freed_host_memory, release_freed_host_memory, size_that_fits
 from .runtime import autocast_dtype, describe, free_memory, pick_device
 from .tiling import DEFAULT_TILE, MARGIN, tiled_forward
 
 # Tiled (tiling.py), per pixel and for the default widths: the input, the output and the quarter-resolution map stay
-# whole (56 bytes), and the residual blocks on that map peak at 197 bytes (measured at 8K, fp32, on the CPU).
-TILED_RESIDENT, TILED_RESIDUAL_PEAK = 56, 200
+# whole, and the residual blocks on that map add to them. Measured in fp32 on the CPU with the freed memory kept, the
+# peak was 278 bytes at 8K with 1024-pixel tiles, 480 at 2048² with 1024-pixel tiles and 338 with 512.
+TILED_RESIDENT, TILED_RESIDUAL_PEAK = 110, 340
 
 
 class Stylizer:
@@ -30,6 +31,8 @@ class Stylizer:
             raise UserError(f"strength must be between 0 and 1, got {strength}")
         self.net, self.device, self.dtype = net, device, dtype
         self.keep_colors, self.strength = keep_colors, strength
+        if device.type == "cpu":
+            keep_freed_host_memory()
         # The GPU's fast-path candidates, timed against each other by scripts/bench.py stylize.
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
@@ -52,7 +55,9 @@ class Stylizer:
     def image(self, image: torch.Tensor, tile: int | None = None) -> torch.Tensor:
         """One image (1, 3, H, W): a whole pass, or `tile`-pixel tiles (tiling.py); returned on the image's device."""
         if tile is None:
-            return self(image).to(image.device)
+            out = self(image).to(image.device)
+            self._release()
+            return out
         return self.finish(self.raw(image, tile), image.float())
 
     @torch.inference_mode()
@@ -60,8 +65,17 @@ class Stylizer:
         """The network's output for one image, before finish(): for a front end that applies several strengths or
         colour choices to one pass."""
         if tile is None:
-            return self._whole(image.to(self.device)).to(image.device)
-        return tiled_forward(self.net, image, self.device, self.dtype, tile)
+            out = self._whole(image.to(self.device)).to(image.device)
+        else:
+            out = tiled_forward(self.net, image, self.device, self.dtype, tile)
+        self._release()
+        return out
+
+    def _release(self) -> None:
+        """After one image, what the pass kept goes back to the system: the next image's plan reads the free memory,
+        and a server may wait a long time for it. Batches of video frames keep it from one batch to the next."""
+        if self.device.type == "cpu":
+            release_freed_host_memory()
 
     def stylize_pil(self, rgb, tile: int | None = None):
         """A PIL RGB image stylized, at its own size: what stylize.py and the web page run."""

@@ -25,10 +25,13 @@ class StyleLibrary:
 
     def __init__(self, folders: list[Path], device: str = "auto", precision: str = "auto"):
         from ..checkpoint import SUFFIX, read_meta
+        from ..memory import keep_freed_host_memory
         from ..runtime import autocast_dtype, pick_device
 
         self.device = pick_device(device)
         self.dtype = autocast_dtype(precision, self.device)
+        if self.device.type == "cpu":  # before the server's threads start: a thread keeps the arena it first took
+            keep_freed_host_memory()
         self.styles: dict[str, Style] = {}
         for folder in folders:
             if not folder.is_dir():
