@@ -18,6 +18,7 @@ from .config import load_style_images, sweep_suffix
 from .data import ImageDataModule, build_train_dataset, load_preview
 from .errors import Interrupted, UserError
 from .losses import build_perceptual_loss
+from .memory import keep_freed_host_memory
 from .runtime import bf16_is_fast
 from .system import CosineDecay, StyleTransferSystem
 from .transformer import TransformerConfig, TransformerNet
@@ -80,6 +81,8 @@ def train(cfg: DictConfig) -> Path | None:
     if target.exists() and not cfg.export.overwrite:
         raise UserError(f"{target} exists and would be overwritten: pass export.overwrite=true to replace it, "
                         "or export.name=NAME to write another file")
+    if not runs_on_gpu(cfg.trainer.accelerator):  # before any thread starts: see keep_freed_host_memory
+        keep_freed_host_memory()
     run = build(cfg)
     system, datamodule, trainer, checkpoints = run.system, run.datamodule, run.trainer, run.checkpoints
     trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
