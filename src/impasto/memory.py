@@ -7,9 +7,19 @@ import platform
 from pathlib import Path
 
 # Peak memory of a whole pass per output pixel, for the default widths (32 channels at full size), measured on the
-# CPU in inference mode with the freed memory kept (keep_freed_host_memory): up to 1361 bytes in fp32, rounded up.
-# bf16 took 741 against fp32's 964 when nothing was kept, and is scaled by that ratio.
+# CPU in inference mode with the freed memory kept (keep_freed_host_memory): up to 1361 bytes in fp32 (onnxruntime:
+# 1262), rounded up. bf16 took 741 against fp32's 964 when nothing was kept, and is scaled by that ratio.
 BYTES_PER_PIXEL = {"fp32": 1400, "bf16": 1100}
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
 
 
 @functools.cache
@@ -18,21 +28,16 @@ def keep_freed_host_memory() -> bool:
     over 32 MB back to the kernel, and the kernel then zeroes fresh pages for the next one: up to half of a large
     pass's time (docs/benchmarks.md). One arena for every thread, large blocks from that heap, and the heap's top
     kept up to 2 GB. True where this was set; elsewhere (not glibc) nothing changes."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
+    libc = _glibc()
     m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8  # malloc.h
     settings = ((m_arena_max, 1), (m_mmap_max, 0), (m_trim_threshold, 2**31 - 1))
-    return all(libc.mallopt(option, value) == 1 for option, value in settings)
+    return libc is not None and all(libc.mallopt(option, value) == 1 for option, value in settings)
 
 
 def release_freed_host_memory() -> None:
     """Hand what keep_freed_host_memory kept back to the system."""
-    if keep_freed_host_memory():
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    if (libc := _glibc()) is not None:
+        libc.malloc_trim(0)
 
 
 def size_that_fits(width: int, height: int, need: float, free: float) -> int:
