@@ -1,5 +1,5 @@
-"""How much memory this process may still take on the host: free of heavy imports, for the ONNX runtime's path
-too."""
+"""How much memory this process may still take on the host, and glibc's keeping of what a CPU pass frees: free of
+heavy imports, for the ONNX runtime's path too."""
 
 import ctypes
 import functools
