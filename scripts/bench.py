@@ -2,9 +2,11 @@
 
   python scripts/bench.py optimize [--size 512 --steps 1000]  Gatys L-BFGS, eager fp32 and CUDA-graphed fp32 and bf16:
                                                              wall s with start-up, its phases and the final loss
-  python scripts/bench.py train [--batches 4,16,64,128 --photos DIR --compile]  train.py's own step (its Trainer
-                      and StyleTransferSystem): images/s, peak memory, TFLOP/s, the Johnson recipe's projected time,
-                      synthetic data on the device and real photos; fp32 against the fast path's loss after N steps
+  python scripts/bench.py train [--batches 4,16,64,128 --photos DIR --compile --peer]  train.py's own step (its
+                      Trainer and StyleTransferSystem): images/s, peak memory, TFLOP/s, the Johnson recipe's projected
+                      time, synthetic data on the device and real photos; fp32 against the fast path's loss after N
+                      steps; with --peer, pytorch/examples' step beside it in turns (on a CPU: --device cpu
+                      --batches 4 --quality-steps 0 --peer)
   python scripts/bench.py stylize [--ckpt C --modes fp32,bf16+cl+compile --video CLIP]  stylize.py's own pass per
                       mode: images/s at 512x512, 1080p and 4K, batch 1 and the best batch, peak memory, PSNR from
                       the first mode, and a clip's end-to-end frames/s
@@ -196,6 +198,8 @@ def bench_train(args) -> dict:
                                        "pct_of_bf16_peak": round(100 * tflops / peak, 1) if peak else None,
                                        "johnson_recipe_min": round(JOHNSON_IMAGES / timed["images_per_s"] / 60,
                                                                    1)})
+        if args.peer:  # the peer's step on the same synthetic batches, in the same process, alternating with ours
+            result["peer"] = time_peer_and_ours(args, common, device, tmp)
         if args.quality_steps:  # the same steps from the same start on the same photos: fp32 against the fast path
             data = ["data=folder", f"data.root={args.photos}"] if args.photos else ["data=embedded"]
             batch = args.batches[0]
@@ -207,6 +211,31 @@ def bench_train(args) -> dict:
             losses["fast_over_fp32"] = round(losses["fast"]["final_loss"] / losses["fp32"]["final_loss"], 4)
             result["quality"] = {"steps": args.quality_steps, "batch": batch, **losses}
     return result
+
+
+def time_peer_and_ours(args, common: list[str], device: torch.device, tmp: str) -> dict:
+    """pytorch/examples' training step (scripts/peer.py) and train.py's, at the first --batches, `--repeats` times
+    each in turn: a noisy machine slows both alike, so the ratio of the best of each is the figure that holds."""
+    from peer import PeerStep
+
+    batch = args.batches[0]
+    ours, theirs = [], []
+    peer = PeerStep(args.size, device)
+    x = torch.rand(batch, 3, args.size, args.size, device=device)
+    for _ in range(args.repeats):
+        timed, _ = fit_and_time([*common, "data=embedded", f"data.batch_size={batch}"], args.warmup + args.iters,
+                                args.warmup, batch, tmp)
+        ours.append(timed["images_per_s"])
+        for _ in range(args.warmup):
+            peer(x)
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(args.iters):
+            peer(x)
+        sync(device)
+        theirs.append(round(args.iters * batch / (time.perf_counter() - start), 2))
+    return {"batch": batch, "impasto_images_per_s": ours, "peer_images_per_s": theirs,
+            "impasto_over_peer": round(max(ours) / max(theirs), 3), "threads": torch.get_num_threads()}
 
 
 def bench_data(args) -> dict:
@@ -361,6 +390,9 @@ def main() -> None:
     p.add_argument("--quality-steps", type=int, default=300,
                    help="train: steps of the fp32-against-fast-path loss comparison (0: none)")
     p.add_argument("--override", action="append", default=[], help="train: a train.py override (repeatable)")
+    p.add_argument("--peer", action="store_true",
+                   help="train: time pytorch/examples' training step (scripts/peer.py) beside train.py's")
+    p.add_argument("--repeats", type=int, default=2, help="train --peer: rounds of ours then the peer's")
     p.add_argument("--ckpt", default=None)
     p.add_argument("--precision", default="auto", help="train: auto, fp32 or bf16")
     p.add_argument("--compile", action="store_true", help="train: torch.compile the transformer and the VGG")

@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 
 from impasto.artifacts import grid
-from impasto.checkpoint import load_style
+from impasto.checkpoint import open_style
 from impasto.errors import UserError, exit_on_user_error
-from impasto.formats import IMAGE_SUFFIXES, find_style
+from impasto.formats import IMAGE_SUFFIXES
 from impasto.images import collect_files, load_image, resize_long_side, save_atomic, to_tensor
 from impasto.inference import Stylizer
 
@@ -31,11 +31,11 @@ def main() -> None:
             raise UserError(f"{output} exists: pass --overwrite to replace it")
         photos = [to_tensor(resize_long_side(load_image(path, "photo"), args.size)).unsqueeze(0)
                   for path in collect_files(args.inputs, IMAGE_SUFFIXES)]
-        paths = [find_style(ckpt) for ckpt in args.ckpt]
-        stylizers = [Stylizer(load_style(path)[0], torch.device("cpu"), None) for path in paths]
+        styles = [open_style(ckpt) for ckpt in args.ckpt]
+        stylizers = [Stylizer(net, torch.device("cpu"), None) for net, _ in styles]
         rows = [[photo] + [stylizer.image(photo) for stylizer in stylizers] for photo in photos]
-        save_atomic(grid(rows, args.tile, labels=["photo", *(path.stem for path in paths)]), output)
-        print(f"{output}: {len(photos)} photos x {len(paths)} styles")
+        save_atomic(grid(rows, args.tile, labels=["photo", *(meta["style"] for _, meta in styles)]), output)
+        print(f"{output}: {len(photos)} photos x {len(styles)} styles")
 
 
 if __name__ == "__main__":

@@ -124,7 +124,7 @@ def test_init_from_starts_from_an_exported_style(trained, tmp_path):
     tuned = tmp_path / "starry_night.quickstart.safetensors"
     for a, b in zip(load_style(source)[0].state_dict().values(), load_style(tuned)[0].state_dict().values()):
         torch.testing.assert_close(a, b)
-    assert read_meta(tuned)["init_from"] == str(source)
+    assert read_meta(tuned)["init_from"] == source.name  # the name only: no machine path travels in a style
 
 
 def test_a_sweep_over_styles_and_loss_weights_runs_and_exports_every_job(tmp_path):

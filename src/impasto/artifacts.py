@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .checkpoint import load_style
+from .checkpoint import open_style
 from .errors import UserError, exit_on_user_error
-from .formats import IMAGE_SUFFIXES, find_style
+from .formats import IMAGE_SUFFIXES
 from .images import collect_files, load_image, resize_long_side, save_atomic, to_pil, to_tensor
 
 LUMA = (0.299, 0.587, 0.114)
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         images = [load_image(p, "input image") for p in photos]
         report = {"sizes": sizes, "photos": [p.name for p in photos], "styles": {}}
         for ckpt in args.ckpt:
-            net, meta = load_style(find_style(ckpt))
+            net, meta = open_style(ckpt)
             rows, per_photo, by_size = [], {}, {}
             for path, image in zip(photos, images):
                 row = []

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, TQDMProgressBar
+from pytorch_lightning.callbacks import Callback, Timer, TQDMProgressBar
 
 from .errors import UserError
 from .files import fsync
@@ -98,6 +98,14 @@ class ResumableCheckpoints(Callback):
         trainer.strategy.barrier("impasto_checkpoint")
         self._saved_at = time.monotonic()
         self._saved_step = trainer.global_step
+
+
+class SittingTimer(Timer):
+    """trainer.max_time as a budget for this run alone: a resumed run gets its own time, not what is left of the
+    first's (Lightning's Timer restores the time spent from the checkpoint)."""
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        pass
 
 
 class DivergenceGuard(Callback):

@@ -6,6 +6,7 @@ steps, loss-network source, impasto version. safetensors holds tensors and strin
 unpickles anything.
 """
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -13,11 +14,11 @@ from typing import Any
 
 import torch
 
-from . import ASSETS, __version__
+from . import ASSETS, __version__, formats
 from .errors import UserError
 from .files import write_atomic
-from .formats import STYLE_FORMAT, STYLE_FORMAT_VERSION
-from .transformer import TransformerConfig, TransformerNet
+from .formats import STYLE_FORMAT, STYLE_FORMAT_VERSION, painting_names
+from .transformer import StyleNorm, TransformerConfig, TransformerNet
 
 SUFFIX = ".safetensors"
 
@@ -77,13 +78,120 @@ def load_style(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     net.load_state_dict(weights)
     return net.to(device).eval(), meta
 
-def load_weights_into(transformer: TransformerNet, path: str | os.PathLike) -> None:
-    """Start from an exported style's weights (fine-tuning); its network must be the one `model` builds."""
-    source, _ = load_style(path)
-    if source.config != transformer.config:
+def parse_mix(spec: str, names: list[str]) -> torch.Tensor:
+    """formats.parse_mix as a tensor: one weight per painting of `names`."""
+    return torch.tensor(formats.parse_mix(spec, names), dtype=torch.float32)
+
+
+def select(net: TransformerNet, meta: dict[str, Any], spec: str | None) -> dict[str, Any]:
+    """Set the network to paint `spec` (a painting's name, or a blend `a:0.7,b:0.3`) and return the metadata of what
+    it paints: for one painting of several, that painting's entry in the flat keys of a one-painting file."""
+    names = painting_names(meta)
+    if spec is None:
+        if len(names) > 1:
+            raise UserError(f"this style file holds {len(names)} paintings: pass --style NAME, one of "
+                            f"{', '.join(names)}, or a blend such as {names[0]}:0.5,{names[1]}:0.5")
+        return meta
+    mix = parse_mix(spec, names)
+    if len(names) > 1:
+        net.select(mix.to(next(net.parameters()).device))
+    if "paintings" not in meta:
+        return meta
+    chosen = mix.nonzero().flatten().tolist()
+    if len(chosen) == 1:
+        return one_painting(meta, names[chosen[0]])
+    return {**meta, "style": ",".join(f"{names[i]}:{mix[i]:.2f}" for i in mix.nonzero().flatten().tolist()),
+            "blend": True}
+
+
+def one_painting(meta: dict[str, Any], name: str) -> dict[str, Any]:
+    """The metadata of one painting of a file of several, in the flat keys of a one-painting file."""
+    entry = next(p for p in meta["paintings"] if p["name"] == name)
+    return {**meta, "style": name, "style_image": entry["style_image"], "style_size": entry["style_size"],
+            "style_blend": entry["style_blend"], "painting_images": entry.get("images")}
+
+
+def open_style(arg: str, device: str | torch.device = "cpu",
+               spec: str | None = None) -> tuple[TransformerNet, dict[str, Any]]:
+    """The one way to load a style for inference: by file or name (formats.find_style), with `spec` (select) or the
+    painting the name picked out of a file of several."""
+    from .formats import find_style
+
+    path, painting = find_style(str(arg))
+    net, meta = load_style(path, device)
+    return net, select(net, meta, spec or painting)
+
+
+def load_weights_into(transformer: TransformerNet, path: str | os.PathLike, names: list[str] | None = None) -> None:
+    """Start from an exported style's weights (fine-tuning); its network must be the one `model` builds, up to the
+    paintings. `names`: the transformer's paintings; each takes the norms of the file's painting of that name, or,
+    for a painting the file does not hold, the mean of the file's (a one-painting file gives its norms to all)."""
+    source, meta = load_style(path)
+    same_trunk = dataclasses.replace(source.config, down_kernel=transformer.config.down_kernel,
+                                     styles=transformer.config.styles)
+    if same_trunk != transformer.config or source.config.down_kernel > transformer.config.down_kernel:
         raise UserError(f"init_from {path} holds a network with {source.config.to_dict()}, but model builds "
                         f"{transformer.config.to_dict()}: set model.widths and model.residual_blocks to match")
-    transformer.load_state_dict(source.state_dict())
+    weights = source.state_dict()
+    if source.config.down_kernel == 3 and transformer.config.down_kernel == 4:
+        # A 3x3 stride-2 kernel is a 4x4 one whose last row and column are zero (same padding, same samples):
+        # the centred network starts out computing exactly what Johnson's did, and training moves it from there.
+        for name in ("down1.0.weight", "down2.0.weight"):
+            weights[name] = torch.nn.functional.pad(weights[name], (0, 1, 0, 1))
+    held = painting_names(meta)
+    names = names or held[:transformer.config.styles]
+    target = transformer.state_dict()
+    norms = {f"{name}.{p}" for name, m in transformer.named_modules() if isinstance(m, StyleNorm)
+             for p in ("weight", "bias")}
+    for key, value in weights.items():
+        if key not in norms or target[key].shape == value.shape and (source.config.styles == 1 or held == names):
+            continue
+        rows = value.reshape(len(held), -1)  # a norm's (C,) or (styles, C) parameters, one row per painting
+        mean = rows.mean(dim=0)
+        picked = torch.stack([rows[held.index(n)] if n in held else mean for n in names])
+        weights[key] = picked.reshape(target[key].shape)
+    transformer.load_state_dict(weights)
+
+
+def images_seen(meta: dict[str, Any]) -> int:
+    """Training images the file's network has seen (files from before the count: steps times batch)."""
+    return int(meta.get("images", meta.get("steps", 0) * meta.get("batch_size", 0)))
+
+
+def images_per_painting(steps: int, batch_size: int, paintings: int) -> list[int]:
+    """Images each of `paintings` trained in turn, one a step, saw in `steps` steps of `batch_size` images."""
+    return [(steps // paintings + (k < steps % paintings)) * batch_size for k in range(paintings)]
+
+
+def painting_meta(style_cfg, images: int = 0) -> dict[str, Any]:
+    """One painting's entry: its name, image(s), size and blend, and the training images it has seen."""
+    source = style_cfg["image"]
+    count = 1 if isinstance(source, str) else len(source)
+    blend = style_cfg.get("blend") or [1.0] * count
+    return {
+        "name": style_cfg["name"],
+        "style_image": asset_name(source) if isinstance(source, str) else [asset_name(i) for i in source],
+        "style_size": style_cfg["size"],
+        "style_blend": [w / sum(blend) for w in blend],
+        "images": images,
+    }
+
+
+def paintings_meta(names: list[str], style_cfgs: list, prior: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every painting of a run's network before it trains: those it trains from their configs, the others as the
+    init_from file (`prior`) has them. A painting the file holds keeps its count of images."""
+    held = {p["name"]: p for p in prior.get("paintings", [])}
+    if prior and "paintings" not in prior:  # a one-painting file
+        held[prior["style"]] = {"images": images_seen(prior)}
+    configs = {str(c["name"]): c for c in style_cfgs}
+    out = []
+    for name in names:
+        images = int(held.get(name, {}).get("images", 0))
+        if name in configs:
+            out.append(painting_meta(configs[name], images))
+        else:
+            out.append(held[name])
+    return out
 
 
 ASSET_PREFIX = "asset:"  # a style image shipped with impasto, named relative to its assets: the same on every machine
@@ -102,24 +210,43 @@ def asset_path(name: str) -> str:
     return str(ASSETS / name.removeprefix(ASSET_PREFIX)) if name.startswith(ASSET_PREFIX) else name
 
 
-def style_meta(hparams: dict, steps: int) -> dict:
-    """The export's metadata, from the run's resolved config (as saved in its hyperparameters)."""
-    images = hparams["style"]["image"]
-    count = 1 if isinstance(images, str) else len(images)
-    blend = hparams["style"].get("blend") or [1.0] * count
-    return {
-        "style": hparams["style"]["name"],
-        "style_image": asset_name(images) if isinstance(images, str) else [asset_name(i) for i in images],
-        "style_size": hparams["style"]["size"],
-        "style_blend": [w / sum(blend) for w in blend],
+def prior_meta(names: list[str], style_cfgs: list, init_from: str | None) -> dict[str, Any]:
+    """What a new run starts from: its network's paintings (paintings_meta), and the images and hours of training
+    in the init_from file. Kept in the run's checkpoints, so that a resumed run never reads the file again."""
+    prior = read_meta(init_from) if init_from else {}
+    return {"paintings": paintings_meta(names, style_cfgs, prior), "images": images_seen(prior),
+            "hours": dict(prior.get("hours", {})), "init_from": Path(init_from).name if init_from else None}
+
+
+def style_meta(hparams: dict, steps: int, prior: dict[str, Any], images: list[int] | None = None,
+               seconds: float = 0.0, device: str = "cpu") -> dict:
+    """The export's metadata, from the run's resolved config (as saved in its hyperparameters) and what it started
+    from (`prior`, prior_meta). `images`: the images each trained painting saw in this run (in the order of
+    `styles`, or the one style); `seconds`: the run's wall seconds of training on `device` (cpu, cuda)."""
+    paintings = [dict(p) for p in prior["paintings"]]
+    trained = hparams.get("styles") or [hparams["style"]["name"]]
+    images = images or [steps * hparams["data"]["batch_size"]] * len(trained)
+    for name, count in zip(trained, images):
+        entry = next(p for p in paintings if p["name"] == name)
+        entry["images"] = entry.get("images", 0) + count
+    hours = dict(prior["hours"])
+    hours[device] = round(hours.get(device, 0.0) + seconds / 3600, 4)
+    meta = {
         "steps": steps,
-        "init_from": hparams.get("init_from"),
+        "images": prior["images"] + sum(images),
+        "hours": hours,
+        "init_from": prior["init_from"],
         "loss": hparams["loss"],
         "loss_network": hparams["loss"]["network"]["weights"],
         "data": hparams["data_description"],
         "image_size": hparams["data"]["size"],
         "batch_size": hparams["data"]["batch_size"],
     }
+    if len(paintings) == 1:  # a one-painting file keeps the flat keys every reader knows
+        painting = paintings[0]
+        return {**meta, "style": painting["name"], "style_image": painting["style_image"],
+                "style_size": painting["style_size"], "style_blend": painting["style_blend"]}
+    return {**meta, "style": hparams["export"]["name"], "paintings": paintings}
 
 
 def export_lightning_checkpoint(ckpt: str | Path, target: str | Path, overwrite: bool = False) -> Path:
@@ -132,10 +259,17 @@ def export_lightning_checkpoint(ckpt: str | Path, target: str | Path, overwrite:
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         hparams, weights = state["hyper_parameters"], state["state_dict"]
-        transformer = TransformerNet(TransformerConfig.from_dict(hparams["model"]))
+        style_cfg = {**hparams["style"], "name": hparams["style"]["name"]}
+        prior = state.get("impasto_prior") or prior_meta([style_cfg["name"]], [style_cfg], None)
+        styles = len(prior["paintings"])
+        transformer = TransformerNet(TransformerConfig.from_dict({**hparams["model"], "styles": styles}))
         transformer.load_state_dict({k.removeprefix("transformer."): v for k, v in weights.items()
                                      if k.startswith("transformer.")})
     except Exception as e:  # anything unreadable or foreign here is the user's file to fix
         raise UserError(f"{ckpt} is not a train.py checkpoint ({type(e).__name__}): pass "
                         "outputs/<style>/<run>/checkpoints/last.ckpt") from None
-    return save_style(target, transformer, style_meta(hparams, state["global_step"]))
+    steps = state["global_step"]
+    images = images_per_painting(steps, hparams["data"]["batch_size"], len(hparams.get("styles") or [None]))
+    meta = style_meta(hparams, steps, prior, images, state.get("impasto_seconds", 0.0),
+                      state.get("impasto_device", "cpu"))
+    return save_style(target, transformer, meta)

@@ -7,6 +7,7 @@ compare.csv and compare.json, and a panel per photo: content | fast | Gatys@100 
 
 import argparse
 import csv
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -15,11 +16,11 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image, ImageDraw
 
-from .checkpoint import asset_path, load_style
+from .checkpoint import asset_path, open_style
 from .config import load_style_images
 from .errors import UserError, exit_on_user_error
 from .files import write_atomic
-from .formats import IMAGE_SUFFIXES, find_style
+from .formats import IMAGE_SUFFIXES
 from .gatys import check_finite, evaluate, optimize_pixels
 from .images import collect_files, load_image, resize_long_side, save_atomic, to_pil, to_tensor
 from .losses import build_perceptual_loss
@@ -35,10 +36,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="a style: its name (starry_night: checkpoints/, else the shipped one) or its .safetensors file")
     p.add_argument("--size", type=int, default=512, help="long side for both methods (default 512)")
     p.add_argument("--steps", default="50,100,200,500", help="Gatys L-BFGS step counts to report (comma-separated)")
+    p.add_argument("--painting", help="which painting of a file of several (a name alone in --ckpt finds it too)")
     p.add_argument("--style", nargs="+", help="style image(s), if the checkpoint's are not on this machine")
     p.add_argument("--out-dir", default="compare", help="where the CSV, JSON and panels go (default ./compare)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", help="Gatys loop precision: auto, fp32 or bf16")
+    p.add_argument("--cache", help="a folder that keeps Gatys's results: a later run on the same photo, painting, "
+                                   "size, loss and steps reads them instead of optimizing again (minutes a photo on "
+                                   "a CPU)")
     return p.parse_args(argv)
 
 
@@ -85,7 +90,9 @@ def compare(args: argparse.Namespace) -> list[dict]:
         raise UserError(f"--size must be positive, got {args.size}")
     device = pick_device(args.device)
     dtype = autocast_dtype(args.precision, device)
-    net, meta = load_style(find_style(args.ckpt), device)
+    net, meta = open_style(args.ckpt, device, args.painting)
+    if meta.get("blend"):
+        raise UserError("compare.py scores one painting against Gatys: pass --painting NAME, not a blend")
     photos = collect_files(args.inputs, IMAGE_SUFFIXES)  # photos only: Gatys has no video mode
     style_cfg = OmegaConf.create({"image": style_images(meta, args.style), "size": meta.get("style_size", 512),
                                   "blend": meta.get("style_blend")})
@@ -106,14 +113,23 @@ def compare(args: argparse.Namespace) -> list[dict]:
                      "(stylize a photo with it) and compare with --precision fp32")
         rows.append({"image": photo.name, "method": "fast", **terms, "seconds": fast_s})
 
+        key = gatys_key(photo, args.size, style_cfg, meta["loss"], steps, dtype)
+        cache = Path(args.cache).expanduser() / f"{key}.pt" if args.cache else None
         snapshots: dict[int, tuple[torch.Tensor, float]] = {}
-        start = time.perf_counter()
+        if cache is not None and cache.is_file():
+            snapshots = {n: (image.to(device), seconds) for n, (image, seconds) in
+                         torch.load(cache, map_location="cpu", weights_only=True).items()}
+        else:
+            start = time.perf_counter()
 
-        def on_step(step: int, _terms: dict, image: torch.Tensor) -> None:
-            if step in steps:
-                snapshots[step] = (image.detach().clone(), time.perf_counter() - start)
+            def on_step(step: int, _terms: dict, image: torch.Tensor) -> None:
+                if step in steps:
+                    snapshots[step] = (image.detach().clone(), time.perf_counter() - start)
 
-        optimize_pixels(loss, content, content, steps[-1], "lbfgs", 1.0, dtype, on_step)
+            optimize_pixels(loss, content, content, steps[-1], "lbfgs", 1.0, dtype, on_step)
+            if cache is not None:
+                cpu = {n: (image.cpu(), seconds) for n, (image, seconds) in snapshots.items()}
+                write_atomic(cache, lambda tmp: torch.save(cpu, tmp))
         for n in steps:
             image, seconds = snapshots[n]
             terms = evaluate(loss, image.clamp(0, 1), content)
@@ -124,6 +140,16 @@ def compare(args: argparse.Namespace) -> list[dict]:
         columns = [("content", content), ("fast", fast)] + [(f"Gatys@{n}", snapshots[n][0].clamp(0, 1)) for n in shown]
         save_atomic(panel(columns), out_dir / f"panel_{photo.stem}.png")
     return rows
+
+
+def gatys_key(photo: Path, size: int, style_cfg, loss_cfg: dict, steps: list[int], dtype) -> str:
+    """What Gatys's result depends on, hashed: the photo's and the paintings' bytes, the size, the loss, the steps."""
+    digest = hashlib.sha256()
+    for path in [photo, *style_cfg.image]:
+        digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
+    digest.update(json.dumps([size, style_cfg.size, OmegaConf.to_container(style_cfg.blend) if style_cfg.blend
+                              else None, loss_cfg, steps, str(dtype)], sort_keys=True).encode())
+    return digest.hexdigest()[:24]
 
 
 def matched_steps(rows: list[dict]) -> dict[str, str]:

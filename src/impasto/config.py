@@ -27,6 +27,8 @@ def rewrite_style_override(argv: list[str], conf_dir: Path = CONF_DIR) -> list[s
     An unknown `style=NAME` without `style.image` is an error that lists the styles there are.
     """
     names = [a.split("=", 1)[1] for a in argv[1:] if a.startswith("style=")]
+    if names and names[-1].startswith("[") and names[-1].endswith("]"):
+        return rewrite_styles_override(argv, names[-1][1:-1].split(","), conf_dir)
     if not names or (conf_dir / "style" / f"{names[-1]}.yaml").exists():
         return argv
     name = names[-1]
@@ -40,6 +42,38 @@ def rewrite_style_override(argv: list[str], conf_dir: Path = CONF_DIR) -> list[s
         raise UserError(f"unknown style {name!r}: available styles are {', '.join(available_styles(conf_dir))}; "
                         f"or train any painting with style={name} style.image=PATH")
     return [a if not a.startswith("style=") else "style=custom" for a in argv] + [f"style.name={name}"]
+
+
+def rewrite_styles_override(argv: list[str], names: list[str], conf_dir: Path = CONF_DIR) -> list[str]:
+    """`style=[a,b,...]`, several paintings in one network, becomes `style=a styles=[a,b,...]`: `style` keeps the
+    first painting's settings (style.size applies to every painting), `styles` names them all, and the export is
+    `paintings` unless export.name says otherwise."""
+    names = [n.strip() for n in names if n.strip()]
+    unknown = [n for n in names if not (conf_dir / "style" / f"{n}.yaml").exists()]
+    if unknown or not names:
+        raise UserError(f"unknown style(s) {', '.join(unknown) or '(none given)'} in style=[...]: available styles "
+                        f"are {', '.join(available_styles(conf_dir))}")
+    if len(set(names)) != len(names):
+        raise UserError(f"style=[{','.join(names)}] names a painting twice")
+    rest = [a for a in argv if not a.startswith("style=")]
+    name = [] if any(a.startswith("export.name=") for a in argv) else ["export.name=paintings"]
+    return rest + [f"style={names[0]}", f"styles=[{','.join(names)}]", *name]
+
+
+def style_configs(cfg) -> list:
+    """The style config of every painting a run trains: `styles` (several, each from conf/style/NAME.yaml, at
+    style.size), else `style` alone."""
+    if not cfg.get("styles"):
+        return [cfg.style]
+    configs = []
+    for name in cfg.styles:
+        path = CONF_DIR / "style" / f"{name}.yaml"
+        if not path.exists():
+            raise UserError(f"unknown style {name!r} in styles: available styles are {', '.join(available_styles())}")
+        style = OmegaConf.load(path)
+        style.size = cfg.style.size
+        configs.append(style)
+    return configs
 
 
 def load_style_images(style_cfg) -> tuple[list[torch.Tensor], list[float]]:

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
             from .formats import find_style
             from .onnx_style import export_onnx
 
-            exported = export_onnx(find_style(args.source), args.output, args.overwrite)
+            exported = export_onnx(find_style(args.source)[0], args.output, args.overwrite)
         else:
             from .checkpoint import export_lightning_checkpoint
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_style
+from .checkpoint import open_style
 from .errors import UserError, exit_on_user_error
-from .formats import VIDEO_SUFFIXES, find_style
+from .formats import VIDEO_SUFFIXES
 from .images import collect_files
 from .inference import Stylizer
 from .runtime import pick_device
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         clips = {v: read_frames(v, args.size, args.frames) for v in videos}
         rows = []
         for ckpt in args.ckpt:
-            forward = Stylizer(load_style(find_style(ckpt), device)[0], device, None)
+            forward = Stylizer(open_style(ckpt, device)[0], device, None)
             for video, frames in clips.items():
                 r = {k: None if v is None else round(v, 3) for k, v in flicker(forward, frames).items()}
                 rows.append({"ckpt": str(ckpt), "video": str(video), "frames": len(frames), **r})

@@ -1,6 +1,7 @@
 """The file kinds impasto reads and writes, by suffix. Free of heavy imports, so that a command line can check its
 paths before torch loads."""
 
+import json
 from pathlib import Path
 
 from . import ASSETS
@@ -37,18 +38,67 @@ def check_output(dst: Path) -> None:
         raise UserError(f"output {dst} needs a video suffix impasto writes: {', '.join(CONTAINERS)}")
 
 
+def header_meta(path: Path) -> dict:
+    """A .safetensors style's metadata read from its header alone (no torch), or {} for any other file."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if not 0 < size < 1 << 24:
+                return {}
+            meta = json.loads(f.read(size)).get("__metadata__") or {}
+        return json.loads(meta["meta"]) if meta.get("format") == STYLE_FORMAT else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def painting_names(meta: dict) -> list[str]:
+    """The paintings a style file holds, in its network's order."""
+    return [p["name"] for p in meta["paintings"]] if "paintings" in meta else [meta["style"]]
+
+
 def shipped_styles() -> list[str]:
-    return sorted(p.stem for p in SHIPPED_STYLES.glob("*.safetensors"))
+    """Every painting shipped with impasto, by name: a file of one painting, or each painting of a file of several."""
+    names = []
+    for path in sorted(SHIPPED_STYLES.glob("*.safetensors")):
+        meta = header_meta(path)
+        names += painting_names(meta) if meta else [path.stem]
+    return sorted(set(names))
 
 
-def find_style(arg: str) -> Path:
+def find_style(arg: str) -> tuple[Path, str | None]:
     """A style by its file, or by its name alone: checkpoints/NAME.safetensors in the working folder (what train.py
-    exported there), else the style shipped with impasto, so that an installed package stylizes from anywhere."""
+    exported there), else the style shipped with impasto, so that an installed package stylizes from anywhere. A
+    name may also be one painting of a file of several: then the painting comes back with the file (else None)."""
     path = Path(arg).expanduser()
     if path.exists() or path.suffix or len(path.parts) != 1:
-        return path
+        return path, None
     for candidate in (Path("checkpoints") / f"{arg}.safetensors", SHIPPED_STYLES / f"{arg}.safetensors"):
         if candidate.is_file():
-            return candidate
+            return candidate, None
+    for folder in (Path("checkpoints"), SHIPPED_STYLES):
+        for candidate in sorted(folder.glob("*.safetensors")):
+            meta = header_meta(candidate)
+            if "paintings" in meta and arg in painting_names(meta):
+                return candidate, arg
     raise UserError(f"no style named {arg!r} in checkpoints/ or among the shipped styles "
                     f"({', '.join(shipped_styles())}): pass a style's name or its .safetensors file")
+
+
+def parse_mix(spec: str, names: list[str]) -> list[float]:
+    """`name` or `a:0.7,b:0.3` (weights, normalised to sum 1) as one weight per painting of `names`."""
+    mix = [0.0] * len(names)
+    for part in spec.split(","):
+        name, _, weight = part.strip().partition(":")
+        if name not in names:
+            raise UserError(f"--style {spec}: no painting {name!r} in this file; it holds {', '.join(names)}")
+        try:
+            value = float(weight) if weight else 1.0
+        except ValueError:
+            raise UserError(f"--style {spec}: the weight of {name} is not a number ({weight!r})") from None
+        if not 0 <= value < float("inf"):
+            raise UserError(f"--style {spec}: weights are 0 or more and finite, got {weight} for {name}")
+        mix[names.index(name)] += value
+    total = sum(mix)
+    if total <= 0:
+        raise UserError(f"--style {spec}: the weights sum to 0")
+    return [w / total for w in mix]

@@ -132,12 +132,12 @@ class Stylizer:
 
 
 def load_stylizer(ckpt: str | Path, device: str = "auto", precision: str = "auto", keep_colors: bool = False,
-                  strength: float = 1.0) -> tuple[Stylizer, dict[str, Any]]:
-    """A Stylizer for a `.safetensors` style on `device` in `precision` (runtime.autocast_dtype), and the style's
-    metadata."""
-    from .checkpoint import load_style
+                  strength: float = 1.0, style: str | None = None) -> tuple[Stylizer, dict[str, Any]]:
+    """A Stylizer for a `.safetensors` style (a file or a name) on `device` in `precision` (runtime.autocast_dtype),
+    painting `style` (checkpoint.select), and the metadata of what it paints."""
+    from .checkpoint import open_style
 
     torch_device = pick_device(device)
     dtype = autocast_dtype(precision, torch_device)
-    net, meta = load_style(ckpt, torch_device)
+    net, meta = open_style(str(ckpt), torch_device, style)
     return Stylizer(net, torch_device, dtype, keep_colors, strength), meta

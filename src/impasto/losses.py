@@ -88,16 +88,32 @@ class PerceptualLoss(nn.Module):
     def target_gram(self, name: str) -> torch.Tensor:
         return getattr(self, f"target_gram_{name}")
 
+    @property
+    def styles(self) -> int:
+        """How many paintings the targets hold (set_styles)."""
+        first = self.target_gram(next(iter(self.style_layers))) if self.style_layers else None
+        return 0 if first is None else first.shape[0]
+
     @torch.no_grad()
     def set_style(self, styles: Sequence[torch.Tensor], blend: Sequence[float] | None = None) -> None:
         """Target Grams from one or more (1, 3, H, W) style images, blended by `blend` (default: equal)."""
-        blend = [1.0 / len(styles)] * len(styles) if blend is None else list(blend)
-        grams: dict[str, torch.Tensor] = {}
-        for image, weight in zip(styles, blend):
-            feats = self.network(image, list(self.style_layers))
+        self.set_styles([(styles, blend)])
+
+    @torch.no_grad()
+    def set_styles(self, paintings: Sequence[tuple[Sequence[torch.Tensor], Sequence[float] | None]]) -> None:
+        """One target per painting, each from its images and their blend (forward's `style` picks one)."""
+        grams: dict[str, list[torch.Tensor]] = {name: [] for name in self.style_layers}
+        for styles, blend in paintings:
+            blend = [1.0 / len(styles)] * len(styles) if blend is None else list(blend)
+            mixed: dict[str, torch.Tensor] = {}
+            for image, weight in zip(styles, blend):
+                feats = self.network(image, list(self.style_layers))
+                for name in self.style_layers:
+                    mixed[name] = mixed.get(name, 0) + weight * gram(feats[name])
             for name in self.style_layers:
-                grams[name] = grams.get(name, 0) + weight * gram(feats[name])
+                grams[name].append(mixed[name])
         for name, g in grams.items():
+            g = torch.cat(g)
             setattr(self, f"target_gram_{name}", g)
             setattr(self, f"target_energy_{name}", gram_energy(g))
 
@@ -105,21 +121,27 @@ class PerceptualLoss(nn.Module):
     def content_targets(self, content: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.network(content, list(self.content_layers))  # stops at the deepest content layer
 
-    def forward(self, output: torch.Tensor, content_targets: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, output: torch.Tensor, content_targets: Mapping[str, torch.Tensor],
+                style: int = 0) -> dict[str, torch.Tensor]:
+        """Every weighted term and the total, against painting `style`'s targets."""
         layers = (list(self.content_layers) if self.content_weight else []) + \
             (list(self.style_layers) if self.style_weight else [])
         feats = self.network(output, layers or None)
         zero = output.new_zeros((), dtype=torch.float32)
-        content, style = zero, zero
+        content = zero
         if self.content_weight:  # a zero weight skips its term: style-only runs have no content target
             content = sum((w * content_loss(feats[n], content_targets[n])
                            for n, w in self.content_layers.items()), zero)
         if self.style_weight:
-            style = sum((w * style_loss(gram(feats[n]), self.target_gram(n), getattr(self, f"target_energy_{n}"))
-                         for n, w in self.style_layers.items()), zero)
+            pick = slice(style, style + 1)
+            style_term = sum((w * style_loss(gram(feats[n]), self.target_gram(n)[pick],
+                                             getattr(self, f"target_energy_{n}")[pick])
+                              for n, w in self.style_layers.items()), zero)
+        else:
+            style_term = zero
         terms = {
             "content": self.content_weight * content,
-            "style": self.style_weight * style,
+            "style": self.style_weight * style_term,
             "tv": self.tv_weight * tv_loss(output),
         }
         terms["total"] = terms["content"] + terms["style"] + terms["tv"]

@@ -4,7 +4,8 @@
 The model is the whole of a stylization: the network, the colour choice and the strength, with dynamic batch, height
 and width. Inputs: `image`, float32 (N, 3, H, W) RGB in [0, 1], H and W at least 16; `strength`, float32 (1,), from
 0 (the photo) to 1 (the full style); `keep_colors`, float32 (1,), 1 to keep the photo's colours, else 0. Output:
-`stylized`, float32 (N, 3, H, W) in [0, 1]. The style's metadata is in the
+`stylized`, float32 (N, 3, H, W) in [0, 1]. A file of several paintings has one input more, `style`, float32
+(paintings,), their weights (one-hot for one painting, summing to 1 for a blend). The style's metadata is in the
 model's metadata_props (format, format_version, meta), as in a .safetensors style.
 
 Exporting needs torch; running an exported style needs only onnxruntime, NumPy and Pillow, which import in a tenth
@@ -19,7 +20,7 @@ from typing import Any
 
 from .errors import UserError
 from .files import write_atomic
-from .formats import STYLE_FORMAT, STYLE_FORMAT_VERSION
+from .formats import STYLE_FORMAT, STYLE_FORMAT_VERSION, painting_names, parse_mix
 from .memory import BYTES_PER_PIXEL, free_host_memory, size_that_fits
 
 SUFFIX = ".onnx"
@@ -56,18 +57,23 @@ def export_onnx(style: str | os.PathLike, target: str | os.PathLike, overwrite: 
             super().__init__()
             self.net = net
 
-        def forward(self, image, strength, keep_colors):
+        def forward(self, image, strength, keep_colors, *style):
+            for norm in self.net.norms() if style else ():  # the weights as an input: every norm mixes by them
+                norm.mix = style[0]
             out = self.net(image)
             out = torch.where(keep_colors > 0.5, preserve_color(out, image), out).clamp(0, 1)
             return mix_oklab(out, image, strength)
 
-    example = (torch.rand(1, 3, 256, 256), torch.ones(1), torch.zeros(1))
+    paintings = net.config.styles
+    several = (torch.eye(paintings)[0],) if paintings > 1 else ()
+    example = (torch.rand(1, 3, 256, 256), torch.ones(1), torch.zeros(1), *several)
     axes = {0: "batch", 2: "height", 3: "width"}
 
     def write(tmp: str) -> None:
         with warnings.catch_warnings():  # the tracer's notes on the small-image branch and eval-mode norms
             warnings.simplefilter("ignore")
-            torch.onnx.export(Stylization().eval(), example, tmp, input_names=["image", "strength", "keep_colors"],
+            torch.onnx.export(Stylization().eval(), example, tmp,
+                              input_names=["image", "strength", "keep_colors"] + ["style"] * bool(several),
                               output_names=["stylized"], dynamic_axes={"image": axes, "stylized": axes},
                               opset_version=OPSET, dynamo=False)
         model = onnx.load(tmp)
@@ -83,7 +89,8 @@ class OnnxStyle:
     """An exported style run by onnxruntime on the CPU, with its colour choice and strength: what stylize.py runs
     for an .onnx --ckpt (images only; videos take the .safetensors style)."""
 
-    def __init__(self, path: str | os.PathLike, keep_colors: bool = False, strength: float = 1.0):
+    def __init__(self, path: str | os.PathLike, keep_colors: bool = False, strength: float = 1.0,
+                 style: str | None = None):
         ort = _import("onnxruntime")
         self.np = _import("numpy")
         path = Path(path).expanduser()
@@ -94,10 +101,17 @@ class OnnxStyle:
         except Exception as e:  # onnxruntime raises its own types for foreign or damaged files
             raise UserError(f"{path} is not a readable ONNX model ({type(e).__name__})") from None
         props = self.session.get_modelmeta().custom_metadata_map
-        if props.get("format") != STYLE_FORMAT or {i.name for i in self.session.get_inputs()} != {"image", "strength",
-                                                                                          "keep_colors"}:
+        inputs = {i.name for i in self.session.get_inputs()}
+        if props.get("format") != STYLE_FORMAT or inputs - {"style"} != {"image", "strength", "keep_colors"}:
             raise UserError(f"{path} is not an impasto style: export one with scripts/export.py")
         self.meta: dict[str, Any] = json.loads(props["meta"])
+        names = painting_names(self.meta)
+        if len(names) > 1 and style is None:
+            raise UserError(f"{path} holds {len(names)} paintings: pass --style NAME, one of {', '.join(names)}, "
+                            f"or a blend such as {names[0]}:0.5,{names[1]}:0.5")
+        self.mix = parse_mix(style, names) if style else None
+        if self.mix is not None and len(names) > 1:
+            self.meta = {**self.meta, "style": style}
         self.keep_colors, self.strength = keep_colors, strength
 
     def run(self, batch, strength: float = 1.0, keep_colors: bool = False):
@@ -109,7 +123,9 @@ class OnnxStyle:
             return self.run(padded, strength, keep_colors)[..., :h, :w]
         (out,) = self.session.run(None, {"image": np.ascontiguousarray(batch, dtype=np.float32),
                                          "strength": np.array([strength], np.float32),
-                                         "keep_colors": np.array([float(keep_colors)], np.float32)})
+                                         "keep_colors": np.array([float(keep_colors)], np.float32),
+                                         **({"style": np.array(self.mix, np.float32)} if len(self.mix or ()) > 1
+                                            else {})})
         return out
 
     def describe(self) -> str:

@@ -23,7 +23,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("inputs", nargs="+", help="image or video files, or folders of them")
     p.add_argument("--ckpt", required=True,
                    help="a style: its name (starry_night: checkpoints/, else the shipped one) or its file "
-                        "(.safetensors, .onnx)")
+                        "(.safetensors, .onnx); a name may be one painting of a file of several")
+    p.add_argument("--style",
+                   help="for a file of several paintings: which one (NAME), or a blend of them by weight "
+                        "(starry_night:0.7,the_scream:0.3)")
     out = p.add_mutually_exclusive_group(required=True)
     out.add_argument("-o", "--output", help="output file, for a single input")
     out.add_argument("--out-dir", help="output folder; each output keeps its input's file name")
@@ -126,7 +129,7 @@ def stylize_all(stylizer, inputs: list[Path], outputs: list[Path], args: argpars
 def load_runtime(args: argparse.Namespace, videos: int):
     """The style ready to run, and its metadata: an .onnx style through onnxruntime, without importing torch, or a
     .safetensors one through PyTorch."""
-    ckpt = find_style(args.ckpt)
+    ckpt, painting = find_style(args.ckpt)
     if ckpt.suffix.lower() == ".onnx":
         if args.device not in ("auto", "cpu") or args.precision not in ("auto", "fp32"):
             raise UserError("an .onnx style runs on the CPU in fp32 through onnxruntime: use the .safetensors style "
@@ -135,11 +138,12 @@ def load_runtime(args: argparse.Namespace, videos: int):
             raise UserError("an .onnx style stylizes images: use the .safetensors style for videos")
         from .onnx_style import OnnxStyle
 
-        style = OnnxStyle(ckpt, args.preserve_color, args.strength)
+        style = OnnxStyle(ckpt, args.preserve_color, args.strength, args.style or painting)
         return style, style.meta
     from .inference import load_stylizer
 
-    return load_stylizer(ckpt, args.device, args.precision, args.preserve_color, args.strength)
+    return load_stylizer(ckpt, args.device, args.precision, args.preserve_color, args.strength,
+                         args.style or painting)
 
 
 def main(argv: list[str] | None = None) -> None:

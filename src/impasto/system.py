@@ -31,13 +31,17 @@ class StyleTransferSystem(pl.LightningModule):
     `preview`: fixed photos shown in TensorBoard every `preview_every_n_steps`. `stability_weight`/`stability_noise`:
     the video stability term (off at 0). `seed`: the stability noise's, per step. `run_config`: the run's resolved
     config, saved as the hyperparameters, where TensorBoard shows it and scripts/export.py reads a style's metadata
-    back from a Lightning checkpoint."""
+    back from a Lightning checkpoint. `trained`: the transformer's paintings this run trains, one per step in turn
+    (default: its first), each against the loss's target of the same rank. `norms_only`: train only the norms'
+    scales and shifts; every convolution stays as it is. `prior`: what the run started from (checkpoint.prior_meta),
+    kept in its checkpoints with the seconds trained."""
 
     def __init__(self, transformer: TransformerNet, loss: PerceptualLoss, *, lr: float,
                  lr_schedule: CosineDecay | None = None, preview: torch.Tensor | None = None,
                  preview_every_n_steps: int = 500,
                  stability_weight: float = 0.0, stability_noise: float = 0.02, seed: int = 0,
-                 run_config: dict | None = None):
+                 run_config: dict | None = None, trained: list[int] | None = None, norms_only: bool = False,
+                 prior: dict | None = None):
         super().__init__()
         self.transformer = transformer
         self.loss = loss
@@ -50,6 +54,15 @@ class StyleTransferSystem(pl.LightningModule):
         if run_config:
             self.save_hyperparameters(run_config)
         self.seed = seed
+        self.trained = list(trained or [0])
+        self.norms_only = norms_only
+        if norms_only:
+            transformer.requires_grad_(False)
+            for norm in transformer.norms():
+                norm.requires_grad_(True)
+        self.prior = prior
+        self.seconds = 0.0  # wall seconds of training, over every sitting (kept in the checkpoint)
+        self._sitting_clock = time.perf_counter()
         self._clock: tuple[float, int] | None = None
         self.last_loss: torch.Tensor | None = None
         self._layout = torch.contiguous_format
@@ -71,7 +84,8 @@ class StyleTransferSystem(pl.LightningModule):
         # Fused Adam skips a step on the device when told to (its `found_inf`), which is how a non-finite step is
         # skipped without a host sync. A GradScaler (fp16) skips such steps itself and must unscale first.
         fused = getattr(self.trainer.precision_plugin, "scaler", None) is None
-        self._optimizer = torch.optim.Adam(self.transformer.parameters(), lr=self.lr, fused=fused)
+        params = [p for p in self.transformer.parameters() if p.requires_grad]
+        self._optimizer = torch.optim.Adam(params, lr=self.lr, fused=fused)
         if self.lr_schedule is None:
             return self._optimizer
         scheduler = torch.optim.lr_scheduler.LambdaLR(self._optimizer, self.lr_schedule)
@@ -79,13 +93,17 @@ class StyleTransferSystem(pl.LightningModule):
 
     def on_train_start(self) -> None:
         self._clock = (time.perf_counter(), self.global_step)
+        self._sitting_clock = self._clock[0]
         if self.global_step == 0:  # the untrained network: the baseline for every later grid (not on resume)
             self._log_preview()
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         batch = batch.contiguous(memory_format=self._layout)
+        rank = self.painting_rank(self.global_step)
+        if self.transformer.config.styles > 1:
+            self.transformer.select(self.trained[rank])
         stylized = self.transformer(batch)
-        terms = self.loss(stylized, self.loss.content_targets(batch))
+        terms = self.loss(stylized, self.loss.content_targets(batch), style=rank)
         if self.stability_weight:  # a second pass of the (cheap) transformer on the same batch plus noise
             noisy = batch + self.stability_noise * torch.randn(batch.shape, generator=self._step_noise(batch.device),
                                                                device=batch.device, dtype=batch.dtype)
@@ -95,6 +113,10 @@ class StyleTransferSystem(pl.LightningModule):
         self.log_dict({f"loss/{name}": value for name, value in terms.items()}, prog_bar=False)
         self.last_loss = terms["total"].detach()  # for LossProgressBar, not self.log(prog_bar=True): see there
         return terms["total"]
+
+    def painting_rank(self, step: int) -> int:
+        """Which of the trained paintings a step trains: by the step alone, so that a resumed run goes on exactly."""
+        return step % len(self.trained)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         # Clipping by norm measures the total norm anyway: logged as grad_norm, before clipping so spikes show as
@@ -125,10 +147,12 @@ class StyleTransferSystem(pl.LightningModule):
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         step = self.global_step
+        now = time.perf_counter()
+        self.seconds += now - self._sitting_clock
+        self._sitting_clock = now
         every = self.trainer.log_every_n_steps
         if step % every == 0 and self._clock is not None:
             start, start_step = self._clock
-            now = time.perf_counter()
             if step > start_step:
                 images = (step - start_step) * batch.shape[0] * self.trainer.world_size
                 self.log("perf/images_per_s", images / (now - start), rank_zero_only=True)
@@ -144,6 +168,9 @@ class StyleTransferSystem(pl.LightningModule):
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith(LOSS_NETWORK_PREFIX)]:
             del state[key]
+        checkpoint["impasto_seconds"] = self.seconds
+        checkpoint["impasto_prior"] = self.prior
+        checkpoint["impasto_device"] = self.trainer.strategy.root_device.type
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint["state_dict"]
@@ -151,6 +178,8 @@ class StyleTransferSystem(pl.LightningModule):
             if key.startswith(LOSS_NETWORK_PREFIX):
                 state[key] = value
         state.setdefault("skipped", self.skipped)  # checkpoints written before the count existed
+        self.seconds = checkpoint.get("impasto_seconds", 0.0)
+        self.prior = checkpoint.get("impasto_prior", self.prior)
 
     # --- helpers ------------------------------------------------------------------------------------------------
     @torch.no_grad()

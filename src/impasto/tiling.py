@@ -16,9 +16,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from .transformer import ConvLayer, TransformerNet
+from .transformer import ConvLayer, StyleNorm, TransformerNet
 
 MARGIN = 16  # full-resolution context per tile side; the decoder's reach is 12 pixels, the encoder's 7
 DEFAULT_TILE = 1024  # a tile's core, in full-resolution pixels: about 1 GiB of activations in fp32
@@ -39,12 +38,13 @@ class Moments:
             self.sum_sq = self.sum_sq + rows.square().sum(dim=(0, 2, 3))
             self.count += rows.shape[2] * rows.shape[3]
 
-    def affine(self, norm: nn.InstanceNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    def affine(self, norm: StyleNorm) -> tuple[torch.Tensor, torch.Tensor]:
         """The norm, with these statistics, as a per-channel scale and shift."""
         mean = self.sum / self.count
         var = (self.sum_sq / self.count - mean.square()).clamp_min(0)
-        scale = norm.weight.double() / (var + norm.eps).sqrt()
-        shift = norm.bias.double() - mean * scale
+        weight, bias = norm.affine()
+        scale = weight.double() / (var + norm.eps).sqrt()
+        shift = bias.double() - mean * scale
         return scale.float().view(1, -1, 1, 1), shift.float().view(1, -1, 1, 1)
 
 

@@ -13,10 +13,11 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from . import checkpoint
-from .callbacks import DivergenceGuard, LossProgressBar, ResumableCheckpoints
-from .config import load_style_images, sweep_suffix
+from .callbacks import DivergenceGuard, LossProgressBar, ResumableCheckpoints, SittingTimer
+from .config import load_style_images, style_configs, sweep_suffix
 from .data import ImageDataModule, build_train_dataset, load_preview
 from .errors import Interrupted, UserError
+from .formats import painting_names
 from .losses import build_perceptual_loss
 from .memory import keep_freed_host_memory
 from .runtime import bf16_is_fast
@@ -83,9 +84,19 @@ def train(cfg: DictConfig) -> Path | None:
                         "or export.name=NAME to write another file")
     if not runs_on_gpu(cfg.trainer.accelerator):  # before any thread starts: see keep_freed_host_memory
         keep_freed_host_memory()
+    ckpt_path = cfg.ckpt_path
+    if ckpt_path == "last":  # go on from this run folder's state, else from the last export, else from init_from
+        state = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        ckpt_path = str(state) if state.is_file() else None
+        if ckpt_path is None and target.is_file():
+            cfg.init_from = str(target)
+        log.info("sitting: %s", f"resuming from {state}" if ckpt_path else
+                 f"starting from {cfg.init_from}" if cfg.init_from else "starting from scratch")
+    elif ckpt_path is not None and not Path(ckpt_path).expanduser().is_file():
+        raise UserError(f"ckpt_path {ckpt_path} does not exist: pass a run's checkpoints/last.ckpt, or ckpt_path=last")
     run = build(cfg)
     system, datamodule, trainer, checkpoints = run.system, run.datamodule, run.trainer, run.checkpoints
-    trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)
 
     unreadable = len(datamodule.unreadable.files)
     if unreadable:
@@ -93,7 +104,15 @@ def train(cfg: DictConfig) -> Path | None:
                     "data/unreadable_images)", unreadable)
     if not trainer.is_global_zero:
         return None
-    meta = checkpoint.style_meta(system.hparams, trainer.global_step)
+    images = checkpoint.images_per_painting(trainer.global_step, cfg.data.batch_size * trainer.world_size,
+                                            len(system.trained))
+    meta = checkpoint.style_meta(system.hparams, trainer.global_step, system.prior, images, system.seconds,
+                                 trainer.strategy.root_device.type)
+    if checkpoints.stopped_by is not None and cfg.ckpt_path == "last":  # a sitting ends: its snapshot, as at time
+        path = checkpoint.save_style(target, system.transformer, meta)
+        raise Interrupted(checkpoints.stopped_by,
+                          f"{checkpoints.stopped_by.name}: the sitting stopped at step {trainer.global_step}; its "
+                          f"snapshot is {path}. The same command goes on from {checkpoints.path}")
     if checkpoints.stopped_by is not None:
         partial = target.with_name(f"{target.stem}.partial-step{trainer.global_step}{checkpoint.SUFFIX}")
         checkpoint.save_style(partial, system.transformer, {**meta, "partial": True})
@@ -131,14 +150,23 @@ def build(cfg: DictConfig) -> Run:
         raise UserError(f"stability.noise must be positive (a std on RGB in [0, 1], e.g. 0.02), got "
                         f"{cfg.stability.noise}")
     schedule = lr_schedule(cfg)
-    styles, blend = load_style_images(cfg.style)  # fail on a bad style image before anything heavy starts
+    style_cfgs = style_configs(cfg)
+    paintings = [load_style_images(c) for c in style_cfgs]  # fail on a bad style image before anything heavy starts
+    names = [str(c.name) for c in style_cfgs]
+    held = painting_names(checkpoint.read_meta(cfg.init_from)) if cfg.init_from else []
+    # A network started from a file of several paintings keeps them all; the run's new ones are added after them.
+    network_names = held + [n for n in names if n not in held] if len(held) > 1 else names
+    if cfg.finetune not in ("all", "norms"):
+        raise UserError(f"finetune is all or norms, got {cfg.finetune!r}")
+    if cfg.finetune == "norms" and not cfg.init_from:
+        raise UserError("finetune=norms trains a painting's norms on a trained network: pass init_from=FILE")
     pl.seed_everything(cfg.seed, workers=True)
     try:
-        transformer = TransformerNet(TransformerConfig.from_dict(cfg.model))
+        transformer = TransformerNet(TransformerConfig.from_dict({**cfg.model, "styles": len(network_names)}))
     except ValueError as e:
         raise UserError(f"model settings: {e}") from None
     if cfg.init_from:
-        checkpoint.load_weights_into(transformer, cfg.init_from)
+        checkpoint.load_weights_into(transformer, cfg.init_from, network_names)
 
     dataset, data_description = build_train_dataset(cfg.data)
     log.info("training data: %s", data_description)
@@ -146,23 +174,28 @@ def build(cfg: DictConfig) -> Run:
                                  cfg.data.max_bad_fraction)
 
     loss = build_perceptual_loss(cfg.loss)
-    loss.set_style(styles, blend)
+    loss.set_styles(paintings)
     if cfg.compile:  # in place (nn.Module.compile): state-dict keys, Lightning checkpoints and the export unchanged
         transformer.compile()
         loss.network.compile()
     preview = load_preview(cfg.data.preview_dir, cfg.data.size) if cfg.log.preview_every_n_steps else None
     hparams = OmegaConf.to_container(cfg, resolve=True)
     hparams["data_description"] = data_description
+    prior = checkpoint.prior_meta(network_names, [OmegaConf.to_container(c, resolve=True) for c in style_cfgs],
+                                  cfg.init_from)
     system = StyleTransferSystem(transformer, loss, lr=cfg.optim.lr, lr_schedule=schedule, preview=preview,
                                  preview_every_n_steps=cfg.log.preview_every_n_steps,
                                  stability_weight=cfg.stability.weight, stability_noise=cfg.stability.noise,
-                                 seed=cfg.seed, run_config=hparams)
+                                 seed=cfg.seed, run_config=hparams,
+                                 trained=[network_names.index(n) for n in names], norms_only=cfg.finetune == "norms",
+                                 prior=prior)
 
     output_dir = Path(cfg.paths.output_dir)
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     checkpoint_every = trainer_cfg.pop("checkpoint_every_n_steps")
     checkpoint_minutes = trainer_cfg.pop("checkpoint_every_minutes")
     max_skipped_in_a_row = trainer_cfg.pop("max_skipped_steps_in_a_row")
+    max_time = trainer_cfg.pop("max_time", None)
     trainer_cfg["precision"] = resolve_precision(trainer_cfg["precision"], trainer_cfg["accelerator"])
     log.info("precision: %s", trainer_cfg["precision"])
     reads = steps_between_reads(trainer_cfg["accelerator"])
@@ -170,6 +203,11 @@ def build(cfg: DictConfig) -> Run:
     callbacks = [checkpoints, DivergenceGuard(max_skipped_in_a_row, divergence_advice(cfg, trainer_cfg["precision"]),
                                               reads),
                  LearningRateMonitor(logging_interval="step")]
+    if max_time:
+        try:
+            callbacks.append(SittingTimer(duration=max_time, interval="step"))
+        except MisconfigurationException as e:
+            raise UserError(f"trainer settings: {e}") from None
     if trainer_cfg.get("enable_progress_bar", True):
         callbacks.append(LossProgressBar(refresh_rate=reads))
     try:

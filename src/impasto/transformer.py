@@ -17,9 +17,13 @@ class TransformerConfig:
     # the top and left borders but never the bottom and right ones. 4 centres each sample between two pixels, the
     # same on every side. A file without the key is a 3.
     down_kernel: int = 3
+    # Paintings the network holds (Dumoulin et al.'s conditional instance norm): every convolution is shared, and
+    # each painting has its own norm scale and shift. A file without the key holds one.
+    styles: int = 1
 
     def to_dict(self) -> dict:
-        return {"widths": list(self.widths), "residual_blocks": self.residual_blocks, "down_kernel": self.down_kernel}
+        return {"widths": list(self.widths), "residual_blocks": self.residual_blocks, "down_kernel": self.down_kernel,
+                "styles": self.styles}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TransformerConfig":
@@ -30,27 +34,57 @@ class TransformerConfig:
         d["down_kernel"] = int(d.get("down_kernel", 3))
         if d["down_kernel"] not in (3, 4):
             raise ValueError(f"down_kernel is 3 or 4, got {d['down_kernel']}")
+        d["styles"] = int(d.get("styles", 1))
+        if d["styles"] < 1:
+            raise ValueError(f"styles is 1 or more, got {d['styles']}")
         return cls(**{k: d[k] for k in asdict(cls()) if k in d})
 
 
-class ConvLayer(nn.Sequential):
-    """Reflection-padded conv, optional instance norm and ReLU."""
+class StyleNorm(nn.Module):
+    """Instance norm with one scale and shift per painting, applied as `mix` weighs them: a one-hot mix is one
+    painting, any other a blend (Dumoulin et al. 2017). One painting keeps the plain norm's (C,) parameters, so its
+    files are those of a plain network; several hold (styles, C)."""
 
-    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, norm: bool = True, relu: bool = True):
+    def __init__(self, channels: int, styles: int = 1, eps: float = 1e-5):
+        super().__init__()
+        shape = (channels,) if styles == 1 else (styles, channels)
+        self.weight = nn.Parameter(torch.ones(shape))
+        self.bias = nn.Parameter(torch.zeros(shape))
+        self.eps = eps
+        self.register_buffer("mix", torch.eye(styles)[0], persistent=False)
+
+    def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (C,) scale and shift of the current mix."""
+        if self.weight.dim() == 1:
+            return self.weight, self.bias
+        mix = self.mix.to(self.weight.dtype)
+        return mix @ self.weight, mix @ self.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.affine()
+        return F.instance_norm(x, weight=weight, bias=bias, eps=self.eps)
+
+
+class ConvLayer(nn.Sequential):
+    """Reflection-padded conv, optional instance norm (one scale and shift per painting) and ReLU."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, norm: bool = True, relu: bool = True,
+                 styles: int = 1):
         layers: list[nn.Module] = [
             nn.Conv2d(c_in, c_out, kernel, stride, padding=(kernel - 1) // 2, padding_mode="reflect", bias=not norm)
         ]
         if norm:
-            layers.append(nn.InstanceNorm2d(c_out, affine=True))
+            layers.append(StyleNorm(c_out, styles))
         if relu:
             layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
 
 
 class ResidualBlock(nn.Module):
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, styles: int = 1):
         super().__init__()
-        self.body = nn.Sequential(ConvLayer(channels, channels, 3), ConvLayer(channels, channels, 3, relu=False))
+        self.body = nn.Sequential(ConvLayer(channels, channels, 3, styles=styles),
+                                  ConvLayer(channels, channels, 3, relu=False, styles=styles))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -63,14 +97,30 @@ class TransformerNet(nn.Module):
         super().__init__()
         self.config = config
         w1, w2, w3 = config.widths
-        self.stem = ConvLayer(3, w1, 9)
-        self.down1 = ConvLayer(w1, w2, config.down_kernel, stride=2)
-        self.down2 = ConvLayer(w2, w3, config.down_kernel, stride=2)
-        self.residuals = nn.Sequential(*[ResidualBlock(w3) for _ in range(config.residual_blocks)])
+        n = config.styles
+        self.stem = ConvLayer(3, w1, 9, styles=n)
+        self.down1 = ConvLayer(w1, w2, config.down_kernel, stride=2, styles=n)
+        self.down2 = ConvLayer(w2, w3, config.down_kernel, stride=2, styles=n)
+        self.residuals = nn.Sequential(*[ResidualBlock(w3, n) for _ in range(config.residual_blocks)])
         # Nearest-neighbour upsampling then a conv, not a transposed conv: no checkerboard artefacts.
-        self.up1 = ConvLayer(w3, w2, 3)
-        self.up2 = ConvLayer(w2, w1, 3)
+        self.up1 = ConvLayer(w3, w2, 3, styles=n)
+        self.up2 = ConvLayer(w2, w1, 3, styles=n)
         self.head = ConvLayer(w1, 3, 9, norm=False, relu=False)
+
+    def norms(self) -> list[StyleNorm]:
+        return [m for m in self.modules() if isinstance(m, StyleNorm)]
+
+    def select(self, mix: torch.Tensor | int) -> None:
+        """Paint with one painting (its index) or a blend (`mix`: one weight per painting, summing to 1)."""
+        n = self.config.styles
+        if isinstance(mix, int):
+            if not 0 <= mix < n:
+                raise IndexError(f"painting {mix} of a network holding {n}")
+            mix = torch.eye(n)[mix]
+        if mix.shape != (n,):
+            raise ValueError(f"a mix needs {n} weights, got shape {tuple(mix.shape)}")
+        for norm in self.norms():
+            norm.mix.copy_(mix)
 
     MIN_SIZE = 16  # reflection padding needs every feature map wider than its pad
 

@@ -14,17 +14,18 @@ class Style:
     name: str
     path: Path
     meta: dict
+    painting: str | None = None  # which painting of a file of several
     thumbnail: bytes | None = None
     stylizer: object = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class StyleLibrary:
-    """The `.safetensors` styles under `folders`, by file stem (the first of a name wins), on `device` in
-    `precision`. A file that is not an impasto style is left out with a warning line."""
+    """The `.safetensors` styles under `folders`, by file stem, or by painting for a file of several (the first of a
+    name wins), on `device` in `precision`. A file that is not an impasto style is left out with a warning line."""
 
     def __init__(self, folders: list[Path], device: str = "auto", precision: str = "auto"):
-        from ..checkpoint import SUFFIX, read_meta
+        from ..checkpoint import SUFFIX, one_painting, read_meta
         from ..memory import keep_freed_host_memory
         from ..runtime import autocast_dtype, pick_device
 
@@ -43,7 +44,11 @@ class StyleLibrary:
                 except UserError as e:
                     print(f"warning: left out: {e}", file=sys.stderr)
                     continue
-                self.styles.setdefault(path.stem, Style(path.stem, path, meta))
+                if "paintings" not in meta:
+                    self.styles.setdefault(path.stem, Style(path.stem, path, meta))
+                for painting in meta.get("paintings", []):
+                    name = painting["name"]
+                    self.styles.setdefault(name, Style(name, path, one_painting(meta, name), name))
         if not self.styles:
             raise UserError(f"no styles in {', '.join(map(str, folders))}: train one (python train.py) or pass "
                             "--styles DIR")
@@ -55,13 +60,15 @@ class StyleLibrary:
 
     def stylizer(self, name: str):
         """The style's Stylizer, loaded on first use and kept."""
-        from ..checkpoint import load_style
+        from ..checkpoint import load_style, select
         from ..inference import Stylizer
 
         style = self.get(name)
         with style.lock:
             if style.stylizer is None:
-                style.stylizer = Stylizer(load_style(style.path, self.device)[0], self.device, self.dtype)
+                net, meta = load_style(style.path, self.device)
+                select(net, meta, style.painting)
+                style.stylizer = Stylizer(net, self.device, self.dtype)
         return style.stylizer
 
     def thumbnail(self, name: str, size: int = 192) -> bytes:
