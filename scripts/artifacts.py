@@ -1,4 +1,4 @@
-"""Artifacts across sizes: python scripts/artifacts.py --ckpt checkpoints/starry_night.safetensors photos/"""
+"""Artifacts across sizes: python scripts/artifacts.py --ckpt starry_night photos/"""
 
 from impasto.artifacts import main
 

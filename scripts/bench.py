@@ -29,6 +29,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from impasto.formats import find_style
 from impasto.runtime import pick_device, sync
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -281,7 +282,8 @@ def stylize_mode(net, device, mode: str, ckpt: str | None, tmp: str):
 
         if device.type != "cpu" or not ckpt:
             raise SystemExit("the onnx mode needs --device cpu and a --ckpt to export")
-        style = OnnxStyle(export_onnx(ckpt, Path(tmp) / "style.onnx", overwrite=True))
+        path, painting = find_style(ckpt)
+        style = OnnxStyle(export_onnx(path, Path(tmp) / "style.onnx", overwrite=True, painting=painting))
         return lambda batch: torch.from_numpy(style.run(batch.numpy()))
     precision, *options = mode.split("+")
     compile = "reduce-overhead" if "graphs" in options else "compile" in options
@@ -294,12 +296,12 @@ def bench_stylize(args) -> dict:
     import copy
 
     from impasto import ASSETS
-    from impasto.checkpoint import load_style
+    from impasto.checkpoint import open_style
     from impasto.images import load_image, to_tensor
     from impasto.transformer import TransformerNet
 
     device = pick_device(args.device)
-    base = load_style(args.ckpt, device)[0] if args.ckpt else TransformerNet().to(device).eval()
+    base = open_style(args.ckpt, device)[0] if args.ckpt else TransformerNet().to(device).eval()
     sizes = {name: STYLIZE_SIZES.get(name) or (int(name), int(name)) for name in args.sizes.split(",")}
     psnr_size = "1080p" if "1080p" in sizes else next(iter(sizes))
     photo = to_tensor(load_image(ASSETS / "preview" / "chelsea.jpg").resize(sizes[psnr_size])).unsqueeze(0)
@@ -360,10 +362,11 @@ def bench_startup(args) -> dict:
     from impasto.onnx_style import export_onnx
 
     photo = ROOT / "src" / "impasto" / "assets" / "preview" / "chelsea.jpg"
-    ckpt = args.ckpt or str(ROOT / "checkpoints" / "starry_night.safetensors")
+    ckpt = args.ckpt or "starry_night"
     timings = {}
     with tempfile.TemporaryDirectory() as tmp:
-        onnx = export_onnx(ckpt, Path(tmp) / "style.onnx")
+        path, painting = find_style(ckpt)
+        onnx = export_onnx(path, Path(tmp) / "style.onnx", painting=painting)
         first = [str(photo), "--size", "512", "-o", str(Path(tmp) / "out.jpg"), "--overwrite"]
         commands = {"help_s": ["--help"], "first_512_photo_s": ["--ckpt", ckpt, "--device", "cpu", *first],
                     "first_512_photo_onnx_s": ["--ckpt", str(onnx), *first]}

@@ -1,4 +1,4 @@
-"""Fast vs slow: python scripts/compare.py --ckpt checkpoints/starry_night.safetensors photos/*.jpg"""
+"""Fast vs slow: python scripts/compare.py --ckpt starry_night photos/*.jpg"""
 
 from impasto.compare import main
 

@@ -1,5 +1,7 @@
+import functools
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@functools.cache
+def shipped_style(name: str = "starry_night") -> Path:
+    """One shipped painting as a style file of its own (scripts/export.py's extraction), in a folder of the test
+    session's: what a user's one-painting file is."""
+    from impasto.checkpoint import extract, load_style, save_style
+    from impasto.formats import find_style
+
+    path, painting = find_style(name)
+    folder = Path(tempfile.mkdtemp(prefix="impasto-shipped-"))
+    return save_style(folder / f"{name}.safetensors", *extract(*load_style(path), painting or name))
 
 
 def run(*args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:

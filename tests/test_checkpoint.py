@@ -33,11 +33,12 @@ def test_foreign_files_are_rejected(tmp_path):
 
 def test_a_style_is_found_by_name_in_checkpoints_then_among_the_shipped_ones(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    shipped = find_style("starry_night")
-    assert shipped == SHIPPED_STYLES / "starry_night.safetensors" and read_meta(shipped)["style"] == "starry_night"
+    shipped, painting = find_style("starry_night")  # one painting of the shipped file of several
+    assert shipped == SHIPPED_STYLES / "paintings.safetensors" and painting == "starry_night"
+    assert "starry_night" in [p["name"] for p in read_meta(shipped)["paintings"]]
     net = TransformerNet(TransformerConfig(widths=(4, 8, 16), residual_blocks=1))
     retrained = save_style(tmp_path / "checkpoints" / "starry_night.safetensors", net, {"style": "starry_night"})
-    assert find_style("starry_night") == Path("checkpoints/starry_night.safetensors") and retrained.is_file()
-    assert find_style("elsewhere/none.safetensors") == Path("elsewhere/none.safetensors")  # a path stays a path
+    assert find_style("starry_night") == (Path("checkpoints/starry_night.safetensors"), None) and retrained.is_file()
+    assert find_style("elsewhere/none.safetensors") == (Path("elsewhere/none.safetensors"), None)  # a path stays
     with pytest.raises(UserError, match="no style named 'monet'.*starry_night"):
         find_style("monet")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import ROOT, run
+from conftest import run, shipped_style
 from impasto import ASSETS
 from impasto.checkpoint import load_style
 from impasto.errors import UserError
@@ -18,7 +18,7 @@ from impasto.images import load_image, resize_long_side, to_tensor
 from impasto.inference import Stylizer
 from impasto.transformer import TransformerConfig, TransformerNet
 
-SHIPPED = ROOT / "checkpoints" / "starry_night.safetensors"
+SHIPPED = shipped_style()
 CPU = torch.device("cpu")
 
 

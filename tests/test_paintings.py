@@ -229,3 +229,39 @@ def test_the_onnx_export_takes_the_paintings_weights_as_an_input(tmp_path):
 
     with pytest.raises(UserError, match="holds 2 paintings"):
         OnnxStyle(onnx_path)
+
+
+def test_the_web_library_offers_each_painting_of_a_file_by_name(tmp_path):
+    from impasto.web.library import StyleLibrary
+
+    torch.manual_seed(4)
+    net = randomized(TransformerNet(TransformerConfig(**{**SMALL.__dict__, "styles": 2})))
+    meta = {"style": "pair", "steps": 0, "paintings": [{"name": n, "style_image": f"{n}.jpg", "style_size": 64,
+                                                        "style_blend": [1.0]} for n in ("a", "b")]}
+    save_style(tmp_path / "pair.safetensors", net, meta)
+    library = StyleLibrary([tmp_path], device="cpu", precision="fp32")
+    assert sorted(library.styles) == ["a", "b"] and library.styles["b"].meta["style"] == "b"
+    x = torch.rand(1, 3, 32, 32)
+    for k, name in enumerate("ab"):
+        net.select(k)
+        torch.testing.assert_close(library.stylizer(name).raw(x), net(x))
+    assert library.partners("a") == ["b"]
+    net.select(parse_mix("a:0.75,b:0.25", ["a", "b"]))
+    torch.testing.assert_close(library.stylizer("a", ("b", 0.25)).raw(x), net(x))
+    from impasto.errors import UserError
+
+    with pytest.raises(UserError, match="not a painting of a's file"):
+        library.stylizer("a", ("c", 0.5))
+
+
+def test_a_half_precision_snapshot_paints_as_its_fp32_network_within_50_db(tmp_path):
+    torch.manual_seed(5)
+    net = randomized(TransformerNet(SMALL))
+    half = save_style(tmp_path / "half.safetensors", net, {"style": "h", "steps": 0}, half=True)
+    full = save_style(tmp_path / "full.safetensors", net, {"style": "h", "steps": 0})
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded, _ = load_style(half)
+    x = torch.rand(1, 3, 64, 64)
+    full, approx = net(x).clamp(0, 1), loaded(x).clamp(0, 1)
+    psnr = 10 * torch.log10(1 / (full - approx).square().mean())
+    assert loaded.stem[0].weight.dtype == torch.float32 and psnr > 50, psnr

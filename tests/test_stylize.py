@@ -2,7 +2,7 @@
 
 import torch
 
-from conftest import ROOT, run
+from conftest import run, shipped_style
 from impasto import ASSETS
 from impasto.checkpoint import load_style
 from impasto.images import load_image, resize_long_side, to_tensor
@@ -11,7 +11,7 @@ from impasto.runtime import autocast_dtype
 
 
 def test_bf16_stylization_matches_fp32_within_a_few_levels():
-    net, _ = load_style(ROOT / "checkpoints" / "starry_night.safetensors")
+    net, _ = load_style(shipped_style())
     photo = to_tensor(resize_long_side(load_image(ASSETS / "preview" / "chelsea.jpg", "photo"), 128)).unsqueeze(0)
     cpu = torch.device("cpu")
     fp32 = Stylizer(net, cpu, None)(photo).clamp(0, 1)
@@ -36,7 +36,7 @@ def test_preserve_color_keeps_the_photos_colours_and_the_styles_strokes(tmp_path
     outputs = {}
     for flag in ([], ["--preserve-color"]):
         out = tmp_path / f"out{len(flag)}.png"
-        result = run("stylize.py", "--ckpt", str(ROOT / "checkpoints" / "starry_night.safetensors"), str(photo),
+        result = run("stylize.py", "--ckpt", str(shipped_style()), str(photo),
                      "--size", "96", "-o", str(out), "--precision", "fp32", *flag)
         assert result.returncode == 0, result.stderr[-2000:]
         outputs[bool(flag)] = to_tensor(load_image(out, "output")).unsqueeze(0)

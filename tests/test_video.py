@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, assert_user_error, run
+from conftest import assert_user_error, run, shipped_style
 from impasto.checkpoint import load_style
 from impasto.images import to_tensor
 from impasto.inference import Stylizer
 from impasto.video import FrameTimes, read_frames, stylize_video
 
-SHIPPED = ROOT / "checkpoints" / "starry_night.safetensors"
+SHIPPED = shipped_style()
 FRAMES, WIDTH, HEIGHT = 9, 64, 48
 
 

@@ -16,7 +16,7 @@ from email.message import Message
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageChops
 
 from conftest import ROOT
 from impasto import ASSETS
@@ -28,9 +28,9 @@ pytestmark = pytest.mark.slow  # starts the server in a subprocess
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """The server on a free port, offering the shipped style; its base URL."""
+    """The server on a free port, offering the shipped paintings (one file of several); its base URL."""
     styles = tmp_path_factory.mktemp("styles")
-    shutil.copy(ROOT / "checkpoints" / "starry_night.safetensors", styles)
+    shutil.copy(SHIPPED_STYLES / "paintings.safetensors", styles)
     process = subprocess.Popen([sys.executable, "-m", "impasto.web", "--port", "0", "--checkpoints", str(styles),
                                 "--device", "cpu", "--max-upload-mb", "2"],
                                cwd=ROOT, stderr=subprocess.PIPE, text=True)
@@ -118,6 +118,27 @@ def test_a_bad_stylize_request_gets_a_message(server):
     assert status == 400 and "between 0 and 1" in json.loads(body)["error"]
     status, _, body = post(f"{server}/api/stylize", b"{broken json")
     assert status == 400 and "needs JSON" in json.loads(body)["error"]
+    status, _, body = stylize(server, photo["id"], blend={"with": "mona_lisa", "weight": 0.5})
+    assert status == 422 and "not a painting of starry_night's file" in json.loads(body)["error"]
+
+
+def test_the_shipped_paintings_are_offered_by_name_and_blend_with_each_other(server):
+    with urllib.request.urlopen(f"{server}/api/styles", timeout=60) as response:
+        styles = {s["name"]: s for s in json.loads(response.read())["styles"]}
+    assert {"starry_night", "the_scream", "great_wave", "composition_vii", "udnie", "shipwreck_minotaur"} <= set(styles)
+    assert "the_scream" in styles["starry_night"]["blends_with"]
+    photo = upload(server, (ASSETS / "preview" / "chelsea.jpg").read_bytes())[1]
+    results = {}
+    for weight in (0.0, 0.5, 1.0):
+        status, _, body = stylize(server, photo["id"], size=128, blend={"with": "the_scream", "weight": weight})
+        assert status == 200
+        results[weight] = Image.open(io.BytesIO(body)).convert("RGB")
+    status, _, scream = post(f"{server}/api/stylize", json.dumps({"photo": photo["id"], "style": "the_scream",
+                                                                  "size": 128}).encode())
+    assert status == 200
+    difference = [ImageChops.difference(results[0.5], results[w]).getbbox() for w in (0.0, 1.0)]
+    assert all(difference)  # the middle of the blend is neither painting
+    assert ImageChops.difference(results[1.0], Image.open(io.BytesIO(scream)).convert("RGB")).getbbox() is None
 
 
 def chromium_and_driver() -> tuple[str, str]:
@@ -162,6 +183,8 @@ def test_the_page_in_a_real_browser(server, tmp_path):
                                      "return r.complete ? [r.naturalWidth, r.naturalHeight] : null")
         assert size == [512, 341], size  # 1024 px caps the long side; this photo is smaller, so its own size
         assert "remixed" in caption and driver.find_element(By.ID, "error").text == ""
+        Select(driver.find_element(By.ID, "blend-with")).select_by_value("the_scream")  # a blend of two paintings
+        wait.until(lambda d: "starry_night and the_scream (0.50)" in d.find_element(By.ID, "result-caption").text)
         link = driver.find_element(By.ID, "download")
         assert link.is_displayed() and link.get_attribute("download") == "coffee_starry_night.jpg"
         shot = Path(tmp_path / "page.png")

@@ -28,13 +28,15 @@ def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
     return [name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
 
 
-def save_style(path: str | os.PathLike, net: TransformerNet, meta: dict[str, Any]) -> Path:
+def save_style(path: str | os.PathLike, net: TransformerNet, meta: dict[str, Any], half: bool = False) -> Path:
     """Write the transformer and its metadata atomically (a temporary file, then a rename). Weights that are not
-    finite (a diverged run) are refused: such a style would paint every photo black or NaN."""
+    finite (a diverged run) are refused: such a style would paint every photo black or NaN. `half`: the weights in
+    fp16, half the bytes (loading turns them back to fp32)."""
     from safetensors.torch import save_file
 
     full_meta = {**meta, "network": net.config.to_dict(), "impasto_version": __version__}
-    tensors = {k: v.detach().float().cpu().contiguous() for k, v in net.state_dict().items()}
+    dtype = torch.float16 if half else torch.float32
+    tensors = {k: v.detach().to(dtype).cpu().contiguous() for k, v in net.state_dict().items()}
     broken = non_finite(tensors)
     if broken:
         raise UserError(f"not writing {path}: {len(broken)} of the network's {len(tensors)} weight tensors are not "
@@ -109,6 +111,24 @@ def one_painting(meta: dict[str, Any], name: str) -> dict[str, Any]:
     entry = next(p for p in meta["paintings"] if p["name"] == name)
     return {**meta, "style": name, "style_image": entry["style_image"], "style_size": entry["style_size"],
             "style_blend": entry["style_blend"], "painting_images": entry.get("images")}
+
+
+def extract(net: TransformerNet, meta: dict[str, Any], name: str) -> tuple[TransformerNet, dict[str, Any]]:
+    """One painting of a file of several as a network and metadata of its own, as if trained alone."""
+    if "paintings" not in meta:
+        if name != meta["style"]:
+            raise UserError(f"this style file holds one painting, {meta['style']}, not {name}")
+        return net, meta
+    names = painting_names(meta)
+    if name not in names:
+        raise UserError(f"no painting {name!r} in this file; it holds {', '.join(names)}")
+    k = names.index(name)
+    one = TransformerNet(dataclasses.replace(net.config, styles=1))
+    norms = {f"{n}.{p}" for n, m in net.named_modules() if isinstance(m, StyleNorm) for p in ("weight", "bias")}
+    one.load_state_dict({key: value[k] if key in norms else value for key, value in net.state_dict().items()})
+    flat = one_painting(meta, name)
+    flat.pop("paintings")
+    return one.eval(), flat
 
 
 def open_style(arg: str, device: str | torch.device = "cpu",

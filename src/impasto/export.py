@@ -1,29 +1,47 @@
-"""Export a style, by the output's suffix: a train.py Lightning checkpoint to a style file (after stopping a run with
-Ctrl+C, say), or a style file to ONNX, for onnxruntime and other runtimes (pip install -e '.[onnx]'):
+"""Export a style, by the source and the output's suffix: a train.py Lightning checkpoint to a style file (after
+stopping a run with Ctrl+C, say); one painting of a file of several to a file of its own; or a style to ONNX, for
+onnxruntime and other runtimes (pip install -e '.[onnx]'):
 
   python scripts/export.py outputs/starry_night/<run>/checkpoints/last.ckpt checkpoints/starry_night.safetensors
+  python scripts/export.py the_scream checkpoints/the_scream.safetensors   (or: FILE --style the_scream)
   python scripts/export.py checkpoints/starry_night.safetensors checkpoints/starry_night.onnx
 """
 
 import argparse
+from pathlib import Path
 
-from .errors import exit_on_user_error
+from .errors import UserError, exit_on_user_error
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("source", help="a Lightning checkpoint of train.py (…/checkpoints/last.ckpt), or for an .onnx "
-                                  "output a style, by name or file (checkpoints/<style>.safetensors)")
+    p.add_argument("source", help="a Lightning checkpoint of train.py (…/checkpoints/last.ckpt); a painting's name "
+                                  "(one of a file of several); or for an .onnx output a style, by name or file")
     p.add_argument("output", help="the file to write: checkpoints/<style>.safetensors or <style>.onnx")
+    p.add_argument("--style", help="one painting of a file of several: write it alone")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     args = p.parse_args(argv)
     with exit_on_user_error():
+        from .formats import find_style
+
         if args.output.lower().endswith(".onnx"):
-            from .formats import find_style
             from .onnx_style import export_onnx
 
-            exported = export_onnx(find_style(args.source)[0], args.output, args.overwrite)
+            path, painting = find_style(args.source)
+            exported = export_onnx(path, args.output, args.overwrite, args.style or painting)
+        elif not args.source.endswith(".ckpt"):  # a style: one painting of it, to a file of its own
+            from .checkpoint import extract, load_style, save_style
+
+            path, painting = find_style(args.source)
+            painting = args.style or painting
+            if painting is None:
+                raise UserError(f"{args.source} is a style file: pass --style NAME (or the painting's name alone as "
+                                "the source) to write one of its paintings to a file of its own")
+            target = Path(args.output).expanduser()
+            if target.exists() and not args.overwrite:
+                raise UserError(f"{target} exists: pass --overwrite to replace it, or another output path")
+            exported = save_style(target, *extract(*load_style(path), painting))
         else:
             from .checkpoint import export_lightning_checkpoint
 

@@ -35,12 +35,14 @@ def _import(name: str):
         raise UserError(f"ONNX styles need {name}: pip install 'impasto[onnx]'") from None
 
 
-def export_onnx(style: str | os.PathLike, target: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write `style` (a .safetensors style) as an ONNX model at `target`, atomically."""
+def export_onnx(style: str | os.PathLike, target: str | os.PathLike, overwrite: bool = False,
+                painting: str | None = None) -> Path:
+    """Write `style` (a .safetensors style) as an ONNX model at `target`, atomically: all its paintings, or only
+    `painting`."""
     onnx = _import("onnx")
     import torch
 
-    from .checkpoint import load_style
+    from .checkpoint import extract, load_style
     from .color import mix_oklab, preserve_color
 
     target = Path(target).expanduser()
@@ -49,6 +51,8 @@ def export_onnx(style: str | os.PathLike, target: str | os.PathLike, overwrite: 
     if target.exists() and not overwrite:
         raise UserError(f"{target} exists: pass --overwrite to replace it, or another output path")
     net, meta = load_style(style)
+    if painting is not None:
+        net, meta = extract(net, meta, painting)
 
     class Stylization(torch.nn.Module):
         """Stylizer.finish after the network, with strength and colour choice as inputs."""

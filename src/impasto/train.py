@@ -17,7 +17,7 @@ from .callbacks import DivergenceGuard, LossProgressBar, ResumableCheckpoints, S
 from .config import load_style_images, style_configs, sweep_suffix
 from .data import ImageDataModule, build_train_dataset, load_preview
 from .errors import Interrupted, UserError
-from .formats import painting_names
+from .formats import find_style, painting_names
 from .losses import build_perceptual_loss
 from .memory import keep_freed_host_memory
 from .runtime import bf16_is_fast
@@ -109,7 +109,7 @@ def train(cfg: DictConfig) -> Path | None:
     meta = checkpoint.style_meta(system.hparams, trainer.global_step, system.prior, images, system.seconds,
                                  trainer.strategy.root_device.type)
     if checkpoints.stopped_by is not None and cfg.ckpt_path == "last":  # a sitting ends: its snapshot, as at time
-        path = checkpoint.save_style(target, system.transformer, meta)
+        path = checkpoint.save_style(target, system.transformer, meta, cfg.export.half)
         raise Interrupted(checkpoints.stopped_by,
                           f"{checkpoints.stopped_by.name}: the sitting stopped at step {trainer.global_step}; its "
                           f"snapshot is {path}. The same command goes on from {checkpoints.path}")
@@ -120,7 +120,7 @@ def train(cfg: DictConfig) -> Path | None:
                           f"{checkpoints.stopped_by.name}: stopped at step {trainer.global_step} of "
                           f"{trainer.max_steps}. To resume, run the same command with ckpt_path={checkpoints.path} "
                           f"added. The style so far is in {partial}")
-    path = checkpoint.save_style(target, system.transformer, meta)
+    path = checkpoint.save_style(target, system.transformer, meta, cfg.export.half)
     stylize = "python stylize.py" if Path(sys.argv[0]).name == "train.py" else "impasto-stylize"
     log.info("exported %s (%d steps): stylize with  %s --ckpt %s PHOTO -o OUT.jpg",
              path, trainer.global_step, stylize, path)
@@ -153,6 +153,8 @@ def build(cfg: DictConfig) -> Run:
     style_cfgs = style_configs(cfg)
     paintings = [load_style_images(c) for c in style_cfgs]  # fail on a bad style image before anything heavy starts
     names = [str(c.name) for c in style_cfgs]
+    if cfg.init_from:  # a file, or a style's name (checkpoints/, then the shipped ones): init_from=paintings
+        cfg.init_from = str(find_style(str(cfg.init_from))[0])
     held = painting_names(checkpoint.read_meta(cfg.init_from)) if cfg.init_from else []
     # A network started from a file of several paintings keeps them all; the run's new ones are added after them.
     network_names = held + [n for n in names if n not in held] if len(held) > 1 else names

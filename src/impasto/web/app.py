@@ -1,7 +1,8 @@
 """The web page's server: a small Starlette app over impasto.inference, the code stylize.py runs.
 
 A photo is uploaded once (POST /api/photos, the file's bytes as the body) and kept for a while under an id. Each
-stylization (POST /api/stylize) names the photo, a style, the strength and the colour choice; the network's output
+stylization (POST /api/stylize) names the photo, a style (and, for a painting of a file of several, another of its
+paintings to blend with, and that one's weight), the strength and the colour choice; the network's output
 is kept too, so that moving the strength or the colour choice only remixes it, which takes a fraction of a pass.
 Passes run one at a time, in a worker thread: a second user waits for the first, and the memory plan (whole pass or
 tiles) holds for each.
@@ -68,8 +69,8 @@ def create_app(library: StyleLibrary, max_upload_mb: float = 40) -> Starlette:
 
     async def styles(request: Request) -> Response:
         return JSONResponse({
-            "styles": [{"name": s.name, "steps": s.meta.get("steps"), "thumbnail": f"/api/styles/{s.name}/thumbnail"}
-                       for s in library.styles.values()],
+            "styles": [{"name": s.name, "steps": s.meta.get("steps"), "thumbnail": f"/api/styles/{s.name}/thumbnail",
+                        "blends_with": library.partners(s.name)} for s in library.styles.values()],
             "device": describe(library.device, library.dtype),
             "max_upload_mb": max_upload_mb,
         })
@@ -116,20 +117,21 @@ def create_app(library: StyleLibrary, max_upload_mb: float = 40) -> Starlette:
         width, height = photo.rgb.size
         return JSONResponse({"id": photo_id, "width": width, "height": height})
 
-    def render(photo_id: str, style: str, strength: float, keep_colors: bool, size: int | None) -> tuple[bytes, dict]:
+    def render(photo_id: str, style: str, strength: float, keep_colors: bool, size: int | None,
+               blend: tuple[str, float] | None = None) -> tuple[bytes, dict]:
         from ..images import encode_image, long_side_size, resize_long_side, to_pil, to_tensor
 
         with cache_lock:
             photo = photos.find(photo_id)
         if photo is None:
             raise UserError("this photo is no longer kept on the server: upload it again")
-        stylizer = library.stylizer(style)
+        stylizer = library.stylizer(style, blend)
         start = time.perf_counter()
         if size is not None and size >= max(photo.rgb.size):  # a size on the page caps; it never enlarges
             size = None
         width, height = long_side_size(*photo.rgb.size, size)
         tile = stylizer.plan("the photo", width, height)
-        key = (photo_id, style, width, height)
+        key = (photo_id, style, blend, width, height)
         with cache_lock:
             kept = outputs.find(key)
         how = "remixed" if kept is not None else f"in {tile}-pixel tiles" if tile else "in one pass"
@@ -154,14 +156,16 @@ def create_app(library: StyleLibrary, max_upload_mb: float = 40) -> Starlette:
             photo_id, style = str(body["photo"]), str(body["style"])
             strength, keep_colors = float(body.get("strength", 1.0)), bool(body.get("keep_colors", False))
             size = int(body["size"]) if body.get("size") else None
+            blend = (str(body["blend"]["with"]), float(body["blend"]["weight"])) if body.get("blend") else None
         except (ValueError, KeyError, TypeError):
-            return error("a stylize request needs JSON with photo, style, strength, keep_colors and size")
+            return error("a stylize request needs JSON with photo, style, strength, keep_colors and size (and "
+                         "optionally blend: {with, weight})")
         if not 0 <= strength <= 1:
             return error(f"strength must be between 0 and 1, got {strength}")
         if size is not None and size < 16:
             return error(f"size must be 16 pixels or more, got {size}")
         try:
-            data, headers = await run_in_threadpool(render, photo_id, style, strength, keep_colors, size)
+            data, headers = await run_in_threadpool(render, photo_id, style, strength, keep_colors, size, blend)
         except UserError as e:
             return error(str(e), 422)
         except (MemoryError, torch.cuda.OutOfMemoryError):  # beyond the plan's estimate

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from ..errors import UserError
 
+KEPT_BLENDS = 2  # blends of two paintings kept loaded (a network each)
+
 
 @dataclass
 class Style:
@@ -34,6 +36,8 @@ class StyleLibrary:
         if self.device.type == "cpu":  # before the server's threads start: a thread keeps the arena it first took
             keep_freed_host_memory()
         self.styles: dict[str, Style] = {}
+        self.blends: dict[str, object] = {}  # Stylizers of blends, oldest first
+        self.blends_lock = threading.Lock()
         for folder in folders:
             if not folder.is_dir():
                 raise UserError(f"style folder {folder} does not exist: start from the project's folder, or pass "
@@ -58,12 +62,35 @@ class StyleLibrary:
             raise UserError(f"unknown style {name!r}: choose one of {', '.join(self.styles)}")
         return self.styles[name]
 
-    def stylizer(self, name: str):
-        """The style's Stylizer, loaded on first use and kept."""
+    def partners(self, name: str) -> list[str]:
+        """The other paintings of the style's file: what it can be blended with."""
+        style = self.get(name)
+        return [s.name for s in self.styles.values()
+                if s.painting and style.painting and s.path == style.path and s.name != name]
+
+    def stylizer(self, name: str, blend: tuple[str, float] | None = None):
+        """The style's Stylizer, loaded on first use and kept; with `blend` (another painting of its file and that
+        painting's weight, from 0 to 1), the blend's, the last KEPT_BLENDS of them kept."""
         from ..checkpoint import load_style, select
         from ..inference import Stylizer
 
         style = self.get(name)
+        if blend is not None and blend[1] > 0:
+            other, weight = blend
+            if other not in self.partners(name):
+                raise UserError(f"{other!r} is not a painting of {name}'s file: it blends with "
+                                f"{', '.join(self.partners(name)) or 'none'}")
+            if not 0 <= weight <= 1:
+                raise UserError(f"a blend's weight is from 0 to 1, got {weight}")
+            spec = f"{name}:{1 - weight:g},{other}:{weight:g}"
+            with self.blends_lock:
+                if spec not in self.blends:
+                    net, meta = load_style(style.path, self.device)
+                    select(net, meta, spec)
+                    self.blends[spec] = Stylizer(net, self.device, self.dtype)
+                    while len(self.blends) > KEPT_BLENDS:
+                        self.blends.pop(next(iter(self.blends)))
+                return self.blends[spec]
         with style.lock:
             if style.stylizer is None:
                 net, meta = load_style(style.path, self.device)
