@@ -1,8 +1,10 @@
 """stylize.py's forward pass on the shipped (real, trained) style: bf16 against fp32, colour preservation."""
 
+from pathlib import Path
+
 import torch
 
-from conftest import run, shipped_style
+from conftest import ROOT, assert_user_error, run, shipped_style
 from impasto import ASSETS
 from impasto.checkpoint import load_style
 from impasto.images import load_image, resize_long_side, to_tensor
@@ -53,3 +55,42 @@ def test_preserve_color_keeps_the_photos_colours_and_the_styles_strokes(tmp_path
     assert (chroma(styled) - chroma(content)).abs().mean() * 255 > 15  # which plain Starry Night replaces
     assert (luma(kept) - luma(styled)).abs().mean() * 255 < 3  # the same strokes
     assert (luma(kept) - luma(content)).abs().mean() * 255 > 15
+
+
+def test_a_sheet_shows_the_photo_in_every_shipped_painting(tmp_path):
+    from impasto.formats import shipped_styles
+
+    out = tmp_path / "sheet.jpg"
+    result = run("stylize.py", "--sheet", str(ASSETS / "preview" / "chelsea.jpg"), "-o", str(out), "--size", "64")
+    assert result.returncode == 0, result.stderr[-2000:]
+    sheet = load_image(out, "sheet")
+    paintings = len(shipped_styles())
+    assert paintings >= 6 and f"a sheet of {paintings} paintings" in result.stderr
+    assert sheet.width > (paintings + 1) * 64 and sheet.height < 2 * 64 + 40  # one row: the photo, then each
+    assert_user_error(run("stylize.py", "--sheet", str(ASSETS / "preview" / "chelsea.jpg"), "-o", str(out)),
+                      "exists", "--overwrite")
+
+
+def test_json_lines_and_stdin_to_stdout(tmp_path):
+    import io
+    import json
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    photo = ASSETS / "preview" / "coffee.jpg"
+    result = run("stylize.py", "--ckpt", "the_scream", str(photo), str(ASSETS / "preview" / "chelsea.jpg"),
+                 "--out-dir", str(tmp_path), "--size", "48", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [Path(r["input"]).name for r in lines] == ["coffee.jpg", "chelsea.jpg"]
+    assert all(r["style"] == "the_scream" and r["strength"] == 1.0 and r["seconds"] > 0 and max(r["size"]) == 48
+               and Path(r["output"]).is_file() and r["device"].startswith("cpu") for r in lines)
+    piped = subprocess.run([sys.executable, "stylize.py", "--ckpt", "udnie", "-", "-o", "-", "--size", "40"],
+                           input=photo.read_bytes(), capture_output=True, cwd=ROOT)
+    assert piped.returncode == 0, piped.stderr.decode()[-2000:]
+    image = Image.open(io.BytesIO(piped.stdout))
+    assert image.format == "JPEG" and max(image.size) == 40
+    assert_user_error(run("stylize.py", "--ckpt", "udnie", str(photo), "-o", "-", "--json"), "stdout")
+    assert_user_error(run("stylize.py", str(photo), "-o", str(tmp_path / "x.jpg")), "--ckpt")

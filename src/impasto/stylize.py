@@ -6,6 +6,7 @@ Hydra or datasets.
 """
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -20,15 +21,16 @@ MEDIA_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Stylize photos and videos with a trained impasto style.")
-    p.add_argument("inputs", nargs="+", help="image or video files, or folders of them")
-    p.add_argument("--ckpt", required=True,
+    p.add_argument("inputs", nargs="+", help="image or video files, or folders of them; - reads one image from stdin")
+    p.add_argument("--ckpt",
                    help="a style: its name (starry_night: checkpoints/, else the shipped one) or its file "
                         "(.safetensors, .onnx); a name may be one painting of a file of several")
     p.add_argument("--style",
                    help="for a file of several paintings: which one (NAME), or a blend of them by weight "
                         "(starry_night:0.7,the_scream:0.3)")
     out = p.add_mutually_exclusive_group(required=True)
-    out.add_argument("-o", "--output", help="output file, for a single input")
+    out.add_argument("-o", "--output", help="output file, for a single input; - writes the image to stdout (JPEG, or "
+                                            "PNG for a photo with transparency)")
     out.add_argument("--out-dir", help="output folder; each output keeps its input's file name")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--size", type=int, help="resize so the longer side has SIZE pixels (default: input size)")
@@ -48,6 +50,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "pass are tiled, at 1024")
     p.add_argument("--batch", type=int, default=4, help="video frames per forward pass (default 4)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--sheet", action="store_true",
+                   help="one picture of the photo in every painting, labelled: every shipped painting, or every "
+                        "painting of --ckpt's file (at --size, default 512)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON line on stdout per output: input, output, size, style, strength, device, seconds")
     return p.parse_args(argv)
 
 
@@ -74,20 +81,36 @@ def plan_outputs(inputs: list[Path], output: str | None, out_dir: str | None) ->
     return outputs
 
 
-def stylize_file(stylizer, src: Path, dst: Path, args: argparse.Namespace) -> str:
-    """One image, as a viewer shows it (upright, in sRGB, its alpha and camera metadata kept); says how it ran."""
-    from .images import load_photo, long_side_size, resize_long_side, save_atomic
+STDIO = Path("-")  # an input read from stdin, an output written to stdout
 
-    photo = load_photo(src)
+
+def stylize_file(stylizer, src: Path, dst: Path, args: argparse.Namespace) -> tuple[str, tuple[int, int]]:
+    """One image, as a viewer shows it (upright, in sRGB, its alpha and camera metadata kept); says how it ran, and
+    the output's size."""
+    from .images import encode_image, load_photo, long_side_size, resize_long_side, save_atomic
+
+    photo = load_photo(sys.stdin.buffer.read(), name="stdin") if src == STDIO else load_photo(src)
     width, height = long_side_size(*photo.rgb.size, args.size, args.scale)
     tile = stylizer.plan(src, width, height, args.tile)  # before the resize, which could be the first not to fit
     out = stylizer.stylize_pil(resize_long_side(photo.rgb, args.size, args.scale), tile)
-    save_atomic(out, dst, alpha=photo.alpha, exif=photo.exif)
-    return f"{width}x{height}" + (f", in {tile}-pixel tiles" if tile else "")
+    if dst == STDIO:
+        sys.stdout.buffer.write(encode_image(out, "PNG" if photo.alpha else "JPEG", alpha=photo.alpha, exif=photo.exif))
+        sys.stdout.buffer.flush()
+    else:
+        save_atomic(out, dst, alpha=photo.alpha, exif=photo.exif)
+    return f"{width}x{height}" + (f", in {tile}-pixel tiles" if tile else ""), (width, height)
 
 
-def stylize_one(stylizer, src: Path, dst: Path, args: argparse.Namespace) -> None:
-    if dst.exists() and not args.overwrite:
+def report(args: argparse.Namespace, stylizer, meta: dict, src: Path, dst: Path, size, seconds: float) -> None:
+    """--json's line for one output."""
+    if args.json:
+        print(json.dumps({"input": str(src), "output": str(dst), "size": list(size), "style": meta["style"],
+                          "strength": args.strength, "device": stylizer.describe(), "seconds": round(seconds, 3)}),
+              flush=True)
+
+
+def stylize_one(stylizer, src: Path, dst: Path, args: argparse.Namespace, meta: dict) -> None:
+    if dst != STDIO and dst.exists() and not args.overwrite:
         raise UserError(f"output {dst} exists: pass --overwrite to replace it")
     start = time.perf_counter()
     if is_video(src):
@@ -98,15 +121,19 @@ def stylize_one(stylizer, src: Path, dst: Path, args: argparse.Namespace) -> Non
         seconds = time.perf_counter() - start
         print(f"{src} -> {dst} ({v['width']}x{v['height']}, {v['frames']} frames, {seconds:.1f} s, "
               f"{v['frames'] / seconds:.1f} frames/s, audio {v['audio']})", file=sys.stderr)
+        report(args, stylizer, meta, src, dst, (v["width"], v["height"]), seconds)
         if v["declared_seconds"] and v["seconds"] < 0.9 * v["declared_seconds"]:  # FFmpeg stops quietly
             print(f"warning: {src} declares {v['declared_seconds']:.1f} s but its frames stop at "
                   f"{v['seconds']:.1f} s: a cut-off or damaged file?", file=sys.stderr)
     else:
-        how = stylize_file(stylizer, src, dst, args)
-        print(f"{src} -> {dst} ({how}, {time.perf_counter() - start:.2f} s)", file=sys.stderr)
+        how, size = stylize_file(stylizer, src, dst, args)
+        seconds = time.perf_counter() - start
+        print(f"{src} -> {dst} ({how}, {seconds:.2f} s)", file=sys.stderr)
+        report(args, stylizer, meta, src, dst, size, seconds)
 
 
-def stylize_all(stylizer, inputs: list[Path], outputs: list[Path], args: argparse.Namespace) -> list[Path]:
+def stylize_all(stylizer, inputs: list[Path], outputs: list[Path], args: argparse.Namespace,
+                meta: dict) -> list[Path]:
     """Stylize every input it can; one `error:` line for each it cannot (unreadable, too large, output exists), and
     on to the next. Returns the inputs skipped."""
     # CUDA's out-of-memory error where torch is loaded; the ONNX runtime's path never loads it.
@@ -114,7 +141,7 @@ def stylize_all(stylizer, inputs: list[Path], outputs: list[Path], args: argpars
     skipped = []
     for src, dst in zip(inputs, outputs):
         try:
-            stylize_one(stylizer, src, dst, args)
+            stylize_one(stylizer, src, dst, args, meta)
             continue
         except UserError as e:
             reason = str(e)
@@ -146,9 +173,44 @@ def load_runtime(args: argparse.Namespace, videos: int):
                          args.style or painting)
 
 
+def sheet(args: argparse.Namespace) -> None:
+    """--sheet: the photo in every painting, labelled, as one picture."""
+    from .artifacts import grid
+    from .checkpoint import read_meta
+    from .formats import SHIPPED_STYLES, painting_names
+    from .images import load_photo, resize_long_side, save_atomic, to_tensor
+    from .inference import load_stylizer
+
+    if len(args.inputs) != 1 or args.output is None or args.output == "-":
+        raise UserError("--sheet takes one photo and -o FILE for the sheet")
+    dst = Path(args.output).expanduser()
+    if dst.suffix.lower() not in IMAGE_SUFFIXES:
+        raise UserError(f"output {dst} needs an image suffix (.jpg, .png, …)")
+    if dst.exists() and not args.overwrite:
+        raise UserError(f"output {dst} exists: pass --overwrite to replace it")
+    files = [find_style(args.ckpt)[0]] if args.ckpt else sorted(SHIPPED_STYLES.glob("*.safetensors"))
+    styles = [(path, name) for path in files for name in painting_names(read_meta(path))]
+    photo = resize_long_side(load_photo(Path(args.inputs[0])).rgb, args.size or 512, args.scale)
+    image = to_tensor(photo).unsqueeze(0)
+    row, labels = [image], ["photo"]
+    for path, painting in styles:
+        stylizer, meta = load_stylizer(path, args.device, args.precision, args.preserve_color, args.strength,
+                                       painting)
+        row.append(stylizer.image(image))
+        labels.append(meta["style"])
+    save_atomic(grid([row], tile=max(photo.size), labels=labels), dst)
+    print(f"{args.inputs[0]} -> {dst} (a sheet of {len(styles)} paintings)", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     with exit_on_user_error():
+        if args.json and args.output == "-":
+            raise UserError("--json and -o - both write to stdout: choose one")
+        if args.sheet:
+            return sheet(args)
+        if not args.ckpt:
+            raise UserError("pass --ckpt STYLE (a name such as starry_night, or a file), or --sheet")
         if args.size is not None and args.size <= 0 or args.scale is not None and args.scale <= 0:
             raise UserError("--size and --scale must be positive")
         if args.batch <= 0:
@@ -159,13 +221,25 @@ def main(argv: list[str] | None = None) -> None:
             raise UserError(f"--strength must be between 0 and 1, got {args.strength}")
         from .images import collect_files
 
-        inputs = collect_files(args.inputs, MEDIA_SUFFIXES)
-        outputs = plan_outputs(inputs, args.output, args.out_dir)
+        if "-" in args.inputs:
+            if args.inputs != ["-"] or args.output is None:
+                raise UserError("- reads one image from stdin: give it alone, with -o FILE or -o -")
+            inputs, outputs = [STDIO], [STDIO if args.output == "-" else Path(args.output).expanduser()]
+            if outputs[0] != STDIO and outputs[0].suffix.lower() not in IMAGE_SUFFIXES:
+                raise UserError(f"output {outputs[0]} needs an image suffix (.jpg, .png, …)")
+        else:
+            inputs = collect_files(args.inputs, MEDIA_SUFFIXES)
+            if args.output == "-":
+                if len(inputs) != 1 or is_video(inputs[0]):
+                    raise UserError("-o - writes one image to stdout: give one photo")
+                outputs = [STDIO]
+            else:
+                outputs = plan_outputs(inputs, args.output, args.out_dir)
         videos = sum(map(is_video, inputs))
         stylizer, meta = load_runtime(args, videos)
         print(f"style {meta['style']} ({meta['steps']} steps) on {stylizer.describe()}: "
               f"{len(inputs) - videos} image(s), {videos} video(s)", file=sys.stderr)
-    skipped = stylize_all(stylizer, inputs, outputs, args)
+    skipped = stylize_all(stylizer, inputs, outputs, args, meta)
     if len(inputs) > 1 or skipped:
         print(f"{len(inputs) - len(skipped)} written, {len(skipped)} skipped", file=sys.stderr)
     if skipped:
