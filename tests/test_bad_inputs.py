@@ -195,3 +195,31 @@ def test_a_trainer_or_model_setting_that_cannot_work_is_one_line(tmp_path):
     assert_user_error(run("train.py", "+trainer.max_time=00:00:3:00", *common), "trainer settings", "DD:HH:MM:SS")
     assert_user_error(run("train.py", "model.down_kernel=5", *common), "model settings", "down_kernel is 3 or 4")
     assert not list(tmp_path.glob("*.safetensors"))
+
+
+def test_training_numbers_that_cannot_train_and_checkpoints_that_cannot_resume_are_one_line(tmp_path):
+    common = [f"paths.checkpoint_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'r'}", "data=embedded"]
+    for override, needle in (("optim.lr=-1", "optim.lr must be a positive number"),
+                             ("optim.lr=0", "optim.lr must be a positive number"),
+                             ("data.batch_size=0", "data.batch_size must be a positive whole number"),
+                             ("data.size=0", "data.size must be a positive whole number"),
+                             ("data.size=8", "data.size must be 16 pixels or more")):
+        assert_user_error(run("train.py", override, *common), needle)
+    missing = tmp_path / "none.ckpt"
+    assert_user_error(run("train.py", f"ckpt_path={missing}", *common), "does not exist")
+    truncated = tmp_path / "cut.ckpt"
+    truncated.write_bytes(b"PK\x03\x04 not a whole checkpoint")
+    assert_user_error(run("train.py", f"ckpt_path={truncated}", *common), "not a train.py checkpoint")
+    import torch
+
+    other = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {"transformer.stem.0.weight": torch.zeros(2, 3, 9, 9)}, "global_step": 3}, other)
+    assert_user_error(run("train.py", f"ckpt_path={other}", *common), "another network", "step 3")
+    assert not list(tmp_path.glob("*.safetensors"))
+
+
+@pytest.mark.parametrize("scale", ["nan", "inf", "-1", "0"])
+def test_a_scale_that_is_not_a_positive_finite_number_is_one_line(tmp_path, photo, scale):
+    result = run("stylize.py", "--ckpt", "starry_night", str(photo), "-o", str(tmp_path / "o.png"), "--scale", scale)
+    assert_user_error(result, "--scale")
+    assert not (tmp_path / "o.png").exists()

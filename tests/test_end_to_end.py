@@ -115,9 +115,9 @@ def test_init_from_starts_from_an_exported_style(trained, tmp_path):
 
     tmp, _ = trained
     source = tmp / "ck" / "starry_night.quickstart.safetensors"
-    # lr 0: the run's export must hold the source's weights exactly, which a fresh network would not
+    # lr 1e-30 (0 is refused): the run's export must hold the source's weights, which a fresh network would not
     with_bar = [arg for arg in TINY if not arg.startswith("trainer.enable_progress_bar")]
-    result = run("train.py", *with_bar, "trainer.max_steps=1", "optim.lr=0", f"init_from={source}",
+    result = run("train.py", *with_bar, "trainer.max_steps=1", "optim.lr=1e-30", f"init_from={source}",
                  f"paths.checkpoint_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "loss=" in result.stdout  # LossProgressBar shows the loss, which is not a per-step prog_bar metric

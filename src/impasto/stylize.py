@@ -207,18 +207,18 @@ def main(argv: list[str] | None = None) -> None:
     with exit_on_user_error():
         if args.json and args.output == "-":
             raise UserError("--json and -o - both write to stdout: choose one")
-        if args.sheet:
-            return sheet(args)
-        if not args.ckpt:
-            raise UserError("pass --ckpt STYLE (a name such as starry_night, or a file), or --sheet")
-        if args.size is not None and args.size <= 0 or args.scale is not None and args.scale <= 0:
-            raise UserError("--size and --scale must be positive")
+        if args.size is not None and args.size <= 0 or args.scale is not None and not 0 < args.scale < float("inf"):
+            raise UserError("--size and --scale must be positive (and --scale finite)")
         if args.batch <= 0:
             raise UserError(f"--batch must be positive, got {args.batch}")
         if args.tile is not None and args.tile < 64:
             raise UserError(f"--tile must be 64 pixels or more, got {args.tile}")
         if not 0 <= args.strength <= 1:
             raise UserError(f"--strength must be between 0 and 1, got {args.strength}")
+        if args.sheet:
+            return sheet(args)
+        if not args.ckpt:
+            raise UserError("pass --ckpt STYLE (a name such as starry_night, or a file), or --sheet")
         from .images import collect_files
 
         if "-" in args.inputs:

@@ -96,6 +96,8 @@ def train(cfg: DictConfig) -> Path | None:
         raise UserError(f"ckpt_path {ckpt_path} does not exist: pass a run's checkpoints/last.ckpt, or ckpt_path=last")
     run = build(cfg)
     system, datamodule, trainer, checkpoints = run.system, run.datamodule, run.trainer, run.checkpoints
+    if ckpt_path is not None:
+        check_resumable(ckpt_path, system)
     trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)
 
     unreadable = len(datamodule.unreadable.files)
@@ -127,6 +129,22 @@ def train(cfg: DictConfig) -> Path | None:
     return path
 
 
+def check_resumable(path: str, system: StyleTransferSystem) -> None:
+    """A one-line refusal of a ckpt_path that is not this run's kind of checkpoint (truncated, foreign, or of
+    another network), before Lightning meets it halfway through loading."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        weights, step = state["state_dict"], int(state["global_step"])
+    except Exception as e:  # any unreadable or foreign file is the user's to fix
+        raise UserError(f"ckpt_path {path} is not a train.py checkpoint ({type(e).__name__}): pass a run's "
+                        "checkpoints/last.ckpt") from None
+    ours = {k: v.shape for k, v in system.state_dict().items() if k.startswith("transformer.")}
+    theirs = {k: v.shape for k, v in weights.items() if k.startswith("transformer.")}
+    if ours != theirs:
+        raise UserError(f"ckpt_path {path} (step {step}) holds another network than this run builds: resume with the "
+                        "overrides of the run that wrote it (model.*, style=[...])")
+
+
 def lr_schedule(cfg: DictConfig) -> CosineDecay | None:
     schedule = cfg.optim.get("schedule", "constant")
     if schedule == "constant":
@@ -144,6 +162,13 @@ def lr_schedule(cfg: DictConfig) -> CosineDecay | None:
 
 def build(cfg: DictConfig) -> Run:
     """The data, the loss, the system and the trainer from the composed config."""
+    if not cfg.optim.lr > 0 or cfg.optim.lr == float("inf"):  # 0 would export the starting network as if trained
+        raise UserError(f"optim.lr must be a positive number, got {cfg.optim.lr}")
+    for key in ("batch_size", "size"):
+        if not isinstance(cfg.data[key], int) or cfg.data[key] < 1:
+            raise UserError(f"data.{key} must be a positive whole number, got {cfg.data[key]}")
+    if cfg.data.size < TransformerNet.MIN_SIZE:
+        raise UserError(f"data.size must be {TransformerNet.MIN_SIZE} pixels or more, got {cfg.data.size}")
     if cfg.stability.weight < 0:
         raise UserError(f"stability.weight must be 0 (off) or more, got {cfg.stability.weight}")
     if cfg.stability.noise <= 0:
