@@ -94,3 +94,32 @@ def test_json_lines_and_stdin_to_stdout(tmp_path):
     assert image.format == "JPEG" and max(image.size) == 40
     assert_user_error(run("stylize.py", "--ckpt", "udnie", str(photo), "-o", "-", "--json"), "stdout")
     assert_user_error(run("stylize.py", str(photo), "-o", str(tmp_path / "x.jpg")), "--ckpt")
+
+
+def test_a_folder_shows_a_progress_bar_on_a_terminal_and_none_in_a_log(tmp_path):
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    args = [sys.executable, "stylize.py", "--ckpt", "udnie", str(ASSETS / "preview"), "--out-dir", str(tmp_path),
+            "--size", "32", "--overwrite"]
+    main, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))  # a terminal of 100 columns
+    result = subprocess.run(args, cwd=ROOT, stderr=terminal, stdout=subprocess.DEVNULL, timeout=300)
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the terminal's other end is closed: all read
+            break
+        if not chunk:
+            break
+        shown += chunk
+    assert result.returncode == 0 and b"/4 [" in shown and b"file/s" in shown and b"4 written" in shown, shown[-2000:]
+    logged = run(*args[1:])
+    assert logged.returncode == 0 and "file/s" not in logged.stderr and "4 written" in logged.stderr

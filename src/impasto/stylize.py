@@ -119,16 +119,16 @@ def stylize_one(stylizer, src: Path, dst: Path, args: argparse.Namespace, meta: 
         check = lambda width, height, frames: stylizer.check_frames(src, width, height, frames)  # noqa: E731
         v = stylize_video(stylizer, src, dst, args.size, args.scale, args.batch, check)
         seconds = time.perf_counter() - start
-        print(f"{src} -> {dst} ({v['width']}x{v['height']}, {v['frames']} frames, {seconds:.1f} s, "
-              f"{v['frames'] / seconds:.1f} frames/s, audio {v['audio']})", file=sys.stderr)
+        say(f"{src} -> {dst} ({v['width']}x{v['height']}, {v['frames']} frames, {seconds:.1f} s, "
+            f"{v['frames'] / seconds:.1f} frames/s, audio {v['audio']})")
         report(args, stylizer, meta, src, dst, (v["width"], v["height"]), seconds)
         if v["declared_seconds"] and v["seconds"] < 0.9 * v["declared_seconds"]:  # FFmpeg stops quietly
-            print(f"warning: {src} declares {v['declared_seconds']:.1f} s but its frames stop at "
-                  f"{v['seconds']:.1f} s: a cut-off or damaged file?", file=sys.stderr)
+            say(f"warning: {src} declares {v['declared_seconds']:.1f} s but its frames stop at "
+                f"{v['seconds']:.1f} s: a cut-off or damaged file?")
     else:
         how, size = stylize_file(stylizer, src, dst, args)
         seconds = time.perf_counter() - start
-        print(f"{src} -> {dst} ({how}, {seconds:.2f} s)", file=sys.stderr)
+        say(f"{src} -> {dst} ({how}, {seconds:.2f} s)")
         report(args, stylizer, meta, src, dst, size, seconds)
 
 
@@ -138,7 +138,12 @@ def stylize_all(stylizer, inputs: list[Path], outputs: list[Path], args: argpars
     on to the next. Returns the inputs skipped."""
     # CUDA's out-of-memory error where torch is loaded; the ONNX runtime's path never loads it.
     out_of_memory = (MemoryError, *((sys.modules["torch"].cuda.OutOfMemoryError,) if "torch" in sys.modules else ()))
+    from tqdm import tqdm
+
     skipped = []
+    # a bar over a folder, on a terminal only: its lines go above it (say), and logs stay clean
+    bar = tqdm(total=len(inputs), unit="file", file=sys.stderr, leave=False,
+               disable=len(inputs) < 2 or not sys.stderr.isatty())
     for src, dst in zip(inputs, outputs):
         try:
             stylize_one(stylizer, src, dst, args, meta)
@@ -148,9 +153,19 @@ def stylize_all(stylizer, inputs: list[Path], outputs: list[Path], args: argpars
         except out_of_memory:  # beyond the plan's estimate: one line, not a traceback
             fewer = " or --batch" if is_video(src) else " or --tile"
             reason = f"{src}: out of memory on {stylizer.describe()}: pass a smaller --size{fewer}"
-        print(f"error: {reason}", file=sys.stderr)
+        finally:
+            bar.update()
+        say(f"error: {reason}")
         skipped.append(src)
+    bar.close()
     return skipped
+
+
+def say(line: str) -> None:
+    """A line on stderr, above the progress bar where one is shown."""
+    from tqdm import tqdm
+
+    tqdm.write(line, file=sys.stderr)
 
 
 def load_runtime(args: argparse.Namespace, videos: int):
