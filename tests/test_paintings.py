@@ -265,3 +265,17 @@ def test_a_half_precision_snapshot_paints_as_its_fp32_network_within_50_db(tmp_p
     full, approx = net(x).clamp(0, 1), loaded(x).clamp(0, 1)
     psnr = 10 * torch.log10(1 / (full - approx).square().mean())
     assert loaded.stem[0].weight.dtype == torch.float32 and psnr > 50, psnr
+
+
+def test_a_file_of_several_named_after_one_of_them_paints_that_one_by_its_name(tmp_path, monkeypatch):
+    from impasto.formats import find_style
+
+    net = TransformerNet(TransformerConfig(**{**SMALL.__dict__, "styles": 2}))
+    meta = {"style": "b", "steps": 0, "paintings": [{"name": n, "style_image": f"{n}.jpg", "style_size": 64,
+                                                     "style_blend": [1.0]} for n in ("a", "b")]}
+    save_style(tmp_path / "checkpoints" / "b.safetensors", net, meta)  # what experiment=new_painting style=b writes
+    monkeypatch.chdir(tmp_path)
+    from pathlib import Path
+
+    assert find_style("b") == (Path("checkpoints/b.safetensors"), "b")
+    assert find_style("a") == (Path("checkpoints/b.safetensors"), "a")

@@ -73,8 +73,9 @@ def find_style(arg: str) -> tuple[Path, str | None]:
     if path.exists() or path.suffix or len(path.parts) != 1:
         return path, None
     for candidate in (Path("checkpoints") / f"{arg}.safetensors", SHIPPED_STYLES / f"{arg}.safetensors"):
-        if candidate.is_file():
-            return candidate, None
+        if candidate.is_file():  # a file of several named after one of them (a new painting's export) paints it
+            meta = header_meta(candidate)
+            return candidate, arg if "paintings" in meta and arg in painting_names(meta) else None
     for folder in (Path("checkpoints"), SHIPPED_STYLES):
         for candidate in sorted(folder.glob("*.safetensors")):
             meta = header_meta(candidate)
