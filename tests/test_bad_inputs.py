@@ -223,3 +223,45 @@ def test_a_scale_that_is_not_a_positive_finite_number_is_one_line(tmp_path, phot
     result = run("stylize.py", "--ckpt", "starry_night", str(photo), "-o", str(tmp_path / "o.png"), "--scale", scale)
     assert_user_error(result, "--scale")
     assert not (tmp_path / "o.png").exists()
+
+
+def full_disk(tmp_path, kib: int):
+    """A tmpfs of `kib` KiB mounted in tmp_path (root only), or a skip that says why; unmounted after."""
+    import contextlib
+    import os
+    import subprocess
+
+    @contextlib.contextmanager
+    def mounted():
+        folder = tmp_path / "disk"
+        folder.mkdir()
+        if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(folder)],
+                                               capture_output=True).returncode:
+            pytest.skip("mounting a small tmpfs (a full disk) needs root")
+        try:
+            yield folder
+        finally:
+            subprocess.run(["umount", str(folder)], check=True)
+
+    return mounted()
+
+
+def test_a_full_disk_skips_each_output_it_cannot_write_and_leaves_no_partial_file(tmp_path):
+    from conftest import ROOT
+
+    with full_disk(tmp_path, 48) as disk:
+        result = run("stylize.py", "--ckpt", "udnie", str(ROOT / "src/impasto/assets/preview"), "--out-dir", str(disk),
+                     "--size", "256")
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert errors and all("No space left on device" in line for line in errors)
+        written = int(result.stderr.split(" written")[0].split()[-1])
+        assert f"{written} written, {len(errors)} skipped" in result.stderr and written + len(errors) == 4
+        from PIL import Image
+
+        for image in disk.iterdir():  # every file there is whole, and nothing hidden is left behind
+            assert not image.name.startswith("."), image
+            Image.open(image).load()
+    through = run("stylize.py", "--ckpt", "udnie", str(ROOT / "src/impasto/assets/preview/chelsea.jpg"), "-o",
+                  str(ROOT / "README.md" / "x.jpg"))
+    assert_user_error(through, "README.md is a file, not a folder")

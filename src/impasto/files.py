@@ -1,17 +1,26 @@
 """Atomic file writes: a crash or a bad input never leaves a half-written or clobbered file behind."""
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from .errors import UserError
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call `write(tmp_path)` on a temporary file beside `path`, flush it to disk, then rename it into place: the
     target holds either its old content or the whole new file, even across a crash or a power cut."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    through = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if through is not None:
+        raise UserError(f"cannot write {path}: {through} is a file, not a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    except OSError as e:  # a path through a file, a folder nobody may write in
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
     os.close(fd)
     try:
         write(tmp)
@@ -21,10 +30,25 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         fsync(tmp)
         os.replace(tmp, path)
         fsync(path.parent)  # the rename itself
+    except OSError as e:  # a full disk, a read-only folder: one line, and the old file (if any) as it was
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """write_atomic for bytes in memory, checking that every byte reached the file before it takes the name: a
+    short write (a full disk that did not say so) never passes for a whole file."""
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        if os.path.getsize(tmp) != len(data):
+            raise OSError(errno.ENOSPC, f"{os.path.getsize(tmp)} of {len(data)} bytes written")
+
+    return write_atomic(path, write)
 
 
 def fsync(path: str | os.PathLike) -> None:

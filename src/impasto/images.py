@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from .errors import UserError
-from .files import write_atomic
+from .files import write_bytes_atomic
 from .formats import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:
@@ -165,7 +165,7 @@ def save_atomic(image: Image.Image, path: str | os.PathLike, alpha: Image.Image 
     `alpha` reattached where the format has an alpha channel (PNG, WebP, TIFF; a JPEG has none); `exif` carried
     over where the format stores it."""
     fmt = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
-    write_atomic(path, lambda tmp: _write(image, tmp, fmt, alpha, exif))
+    write_bytes_atomic(path, encode_image(image, fmt, alpha, exif))
 
 
 def encode_image(image: Image.Image, fmt: str, alpha: Image.Image | None = None, exif: bytes | None = None) -> bytes:

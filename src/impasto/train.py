@@ -122,7 +122,11 @@ def train(cfg: DictConfig) -> Path | None:
                           f"{checkpoints.stopped_by.name}: stopped at step {trainer.global_step} of "
                           f"{trainer.max_steps}. To resume, run the same command with ckpt_path={checkpoints.path} "
                           f"added. The style so far is in {partial}")
-    path = checkpoint.save_style(target, system.transformer, meta, cfg.export.half)
+    try:
+        path = checkpoint.save_style(target, system.transformer, meta, cfg.export.half)
+    except UserError as e:  # a full disk, say: the run itself is safe in its checkpoint
+        raise UserError(f"{e}; the trained run is whole in {checkpoints.path}: export it with scripts/export.py "
+                        "once there is room") from None
     stylize = "python stylize.py" if Path(sys.argv[0]).name == "train.py" else "impasto-stylize"
     log.info("exported %s (%d steps): stylize with  %s --ckpt %s PHOTO -o OUT.jpg",
              path, trainer.global_step, stylize, path)
