@@ -172,3 +172,18 @@ def test_split_photos_holds_out_every_nth_and_never_overwrites(tmp_path):
     assert (tmp_path / "photos" / "img0.png").exists()  # copied, not moved
     again = run("scripts/split_photos.py", str(tmp_path / "photos"), str(tmp_path / "split"))
     assert_user_error(again, "split", "exists")
+
+
+def test_min_zoom_crops_a_part_of_the_photo_at_the_photos_own_scale():
+    import random
+
+    from impasto.data import RandomScaleCrop
+
+    # a 64-pixel-wide gradient: a whole-photo crop spans it all; at min_zoom 2 a crop spans about half of it
+    ramp = Image.fromarray(torch.linspace(0, 255, 64).round().byte().view(1, 64, 1).expand(64, 64, 3).numpy())
+    rng = random.Random(0)
+    whole = RandomScaleCrop(32)(ramp, rng)[0].float()
+    part = [RandomScaleCrop(32, max_zoom=2.0, min_zoom=2.0)(ramp, rng)[0].float() for _ in range(8)]
+    assert whole.max() - whole.min() > 230
+    assert all(90 < (p.max() - p.min()) < 150 for p in part), [float(p.max() - p.min()) for p in part]
+    assert RandomScaleCrop(32, max_zoom=1.0, min_zoom=2.0).max_zoom == 2.0  # never below min_zoom

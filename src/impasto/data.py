@@ -31,16 +31,17 @@ EMBEDDED_PREVIEW = ASSETS / "preview"
 
 
 class RandomScaleCrop:
-    """Shorter side to `size`·U(1, max_zoom), a random `size`² crop and a random horizontal flip -> a uint8 tensor
-    (3, size, size). Crops stay 8-bit until the device: a quarter of float32's bytes through the workers' shared
-    memory, the pinned buffers and the copy to the GPU."""
+    """Shorter side to `size`·U(min_zoom, max_zoom), a random `size`² crop and a random horizontal flip -> a uint8
+    tensor (3, size, size). Crops stay 8-bit until the device: a quarter of float32's bytes through the workers'
+    shared memory, the pinned buffers and the copy to the GPU."""
 
-    def __init__(self, size: int, max_zoom: float = 1.0):
+    def __init__(self, size: int, max_zoom: float = 1.0, min_zoom: float = 1.0):
         self.size = size
-        self.max_zoom = max(1.0, float(max_zoom))
+        self.min_zoom = max(1.0, float(min_zoom))
+        self.max_zoom = max(self.min_zoom, float(max_zoom))
 
     def __call__(self, image: Image.Image, rng: random.Random) -> torch.Tensor:
-        short = self.size * rng.uniform(1.0, self.max_zoom)
+        short = self.size * rng.uniform(self.min_zoom, self.max_zoom)
         scale = short / min(image.size)
         w, h = max(self.size, round(image.width * scale)), max(self.size, round(image.height * scale))
         x, y = rng.randint(0, w - self.size), rng.randint(0, h - self.size)
@@ -182,7 +183,7 @@ def _load_hf(cfg) -> "object":
 def build_train_dataset(cfg) -> tuple[Dataset, str]:
     """The training dataset for the `data` config and a one-line description of it that names no machine's paths
     (it goes into the export): the source, `data.set_name` or the folder's name, and the count."""
-    crop = RandomScaleCrop(cfg.size, cfg.max_zoom)
+    crop = RandomScaleCrop(cfg.size, cfg.max_zoom, cfg.get("min_zoom", 1.0))
     source = cfg.source
     if source == "auto":
         root = Path(cfg.root).expanduser()
