@@ -239,10 +239,11 @@ def prior_meta(names: list[str], style_cfgs: list, init_from: str | None) -> dic
 
 
 def style_meta(hparams: dict, steps: int, prior: dict[str, Any], images: list[int] | None = None,
-               seconds: float = 0.0, device: str = "cpu") -> dict:
+               seconds: float = 0.0, device: str = "cpu", cpu_seconds: float = 0.0) -> dict:
     """The export's metadata, from the run's resolved config (as saved in its hyperparameters) and what it started
     from (`prior`, prior_meta). `images`: the images each trained painting saw in this run (in the order of
-    `styles`, or the one style); `seconds`: the run's wall seconds of training on `device` (cpu, cuda)."""
+    `styles`, or the one style); `seconds`: the run's wall seconds of training on `device` (cpu, cuda);
+    `cpu_seconds`: the CPU time its process spent, every core's, which a shared machine does not inflate."""
     paintings = [dict(p) for p in prior["paintings"]]
     trained = hparams.get("styles") or [hparams["style"]["name"]]
     images = images or [steps * hparams["data"]["batch_size"]] * len(trained)
@@ -251,6 +252,7 @@ def style_meta(hparams: dict, steps: int, prior: dict[str, Any], images: list[in
         entry["images"] = entry.get("images", 0) + count
     hours = dict(prior["hours"])
     hours[device] = round(hours.get(device, 0.0) + seconds / 3600, 4)
+    hours["cpu_core"] = round(hours.get("cpu_core", 0.0) + cpu_seconds / 3600, 4)
     meta = {
         "steps": steps,
         "images": prior["images"] + sum(images),
@@ -291,5 +293,5 @@ def export_lightning_checkpoint(ckpt: str | Path, target: str | Path, overwrite:
     steps = state["global_step"]
     images = images_per_painting(steps, hparams["data"]["batch_size"], len(hparams.get("styles") or [None]))
     meta = style_meta(hparams, steps, prior, images, state.get("impasto_seconds", 0.0),
-                      state.get("impasto_device", "cpu"))
+                      state.get("impasto_device", "cpu"), state.get("impasto_cpu_seconds", 0.0))
     return save_style(target, transformer, meta)

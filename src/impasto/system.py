@@ -61,8 +61,9 @@ class StyleTransferSystem(pl.LightningModule):
             for norm in transformer.norms():
                 norm.requires_grad_(True)
         self.prior = prior
-        self.seconds = 0.0  # wall seconds of training, over every sitting (kept in the checkpoint)
-        self._sitting_clock = time.perf_counter()
+        # wall seconds of training, and the CPU seconds this process spent (all its threads), over every sitting
+        self.seconds, self.cpu_seconds = 0.0, 0.0
+        self._sitting_clock, self._cpu_clock = time.perf_counter(), time.process_time()
         self._clock: tuple[float, int] | None = None
         self.last_loss: torch.Tensor | None = None
         self._layout = torch.contiguous_format
@@ -93,7 +94,7 @@ class StyleTransferSystem(pl.LightningModule):
 
     def on_train_start(self) -> None:
         self._clock = (time.perf_counter(), self.global_step)
-        self._sitting_clock = self._clock[0]
+        self._sitting_clock, self._cpu_clock = self._clock[0], time.process_time()
         if self.global_step == 0:  # the untrained network: the baseline for every later grid (not on resume)
             self._log_preview()
 
@@ -148,8 +149,10 @@ class StyleTransferSystem(pl.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         step = self.global_step
         now = time.perf_counter()
+        cpu = time.process_time()
         self.seconds += now - self._sitting_clock
-        self._sitting_clock = now
+        self.cpu_seconds += cpu - self._cpu_clock
+        self._sitting_clock, self._cpu_clock = now, cpu
         every = self.trainer.log_every_n_steps
         if step % every == 0 and self._clock is not None:
             start, start_step = self._clock
@@ -169,6 +172,7 @@ class StyleTransferSystem(pl.LightningModule):
         for key in [k for k in state if k.startswith(LOSS_NETWORK_PREFIX)]:
             del state[key]
         checkpoint["impasto_seconds"] = self.seconds
+        checkpoint["impasto_cpu_seconds"] = self.cpu_seconds
         checkpoint["impasto_prior"] = self.prior
         checkpoint["impasto_device"] = self.trainer.strategy.root_device.type
 
@@ -179,6 +183,7 @@ class StyleTransferSystem(pl.LightningModule):
                 state[key] = value
         state.setdefault("skipped", self.skipped)  # checkpoints written before the count existed
         self.seconds = checkpoint.get("impasto_seconds", 0.0)
+        self.cpu_seconds = checkpoint.get("impasto_cpu_seconds", 0.0)
         self.prior = checkpoint.get("impasto_prior", self.prior)
 
     # --- helpers ------------------------------------------------------------------------------------------------

@@ -109,7 +109,7 @@ def train(cfg: DictConfig) -> Path | None:
     images = checkpoint.images_per_painting(trainer.global_step, cfg.data.batch_size * trainer.world_size,
                                             len(system.trained))
     meta = checkpoint.style_meta(system.hparams, trainer.global_step, system.prior, images, system.seconds,
-                                 trainer.strategy.root_device.type)
+                                 trainer.strategy.root_device.type, system.cpu_seconds)
     if checkpoints.stopped_by is not None and cfg.ckpt_path == "last":  # a sitting ends: its snapshot, as at time
         path = checkpoint.save_style(target, system.transformer, meta, cfg.export.half)
         raise Interrupted(checkpoints.stopped_by,
