@@ -184,7 +184,8 @@ def build(cfg: DictConfig) -> Run:
     names = [str(c.name) for c in style_cfgs]
     if cfg.init_from:  # a file, or a style's name (checkpoints/, then the shipped ones): init_from=paintings
         cfg.init_from = str(find_style(str(cfg.init_from))[0])
-    held = painting_names(checkpoint.read_meta(cfg.init_from)) if cfg.init_from else []
+    prior_meta = checkpoint.read_meta(cfg.init_from) if cfg.init_from else {}
+    held = painting_names(prior_meta) if prior_meta else []
     # A network started from a file of several paintings keeps them all; the run's new ones are added after them.
     network_names = held + [n for n in names if n not in held] if len(held) > 1 else names
     if cfg.finetune not in ("all", "norms"):
@@ -193,7 +194,10 @@ def build(cfg: DictConfig) -> Run:
         raise UserError("finetune=norms trains a painting's norms on a trained network: pass init_from=FILE")
     pl.seed_everything(cfg.seed, workers=True)
     try:
-        transformer = TransformerNet(TransformerConfig.from_dict({**cfg.model, "styles": len(network_names)}))
+        model = {**cfg.model, "styles": len(network_names)}
+        if prior_meta:  # the centred grid once it is there: Johnson's grid converts to it, never back
+            model["down_kernel"] = max(int(model["down_kernel"]), int(prior_meta["network"].get("down_kernel", 3)))
+        transformer = TransformerNet(TransformerConfig.from_dict(model))
     except ValueError as e:
         raise UserError(f"model settings: {e}") from None
     if cfg.init_from:
