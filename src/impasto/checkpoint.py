@@ -18,7 +18,7 @@ from . import ASSETS, __version__, formats
 from .errors import UserError
 from .files import write_atomic
 from .formats import STYLE_FORMAT, STYLE_FORMAT_VERSION, painting_names
-from .transformer import StyleNorm, TransformerConfig, TransformerNet
+from .transformer import TransformerConfig, TransformerNet
 
 SUFFIX = ".safetensors"
 
@@ -80,6 +80,7 @@ def load_style(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     net.load_state_dict(weights)
     return net.to(device).eval(), meta
 
+
 def parse_mix(spec: str, names: list[str]) -> torch.Tensor:
     """formats.parse_mix as a tensor: one weight per painting of `names`."""
     return torch.tensor(formats.parse_mix(spec, names), dtype=torch.float32)
@@ -102,8 +103,7 @@ def select(net: TransformerNet, meta: dict[str, Any], spec: str | None) -> dict[
     chosen = mix.nonzero().flatten().tolist()
     if len(chosen) == 1:
         return one_painting(meta, names[chosen[0]])
-    return {**meta, "style": ",".join(f"{names[i]}:{mix[i]:.2f}" for i in mix.nonzero().flatten().tolist()),
-            "blend": True}
+    return {**meta, "style": ",".join(f"{names[i]}:{mix[i]:.2f}" for i in chosen), "blend": True}
 
 
 def one_painting(meta: dict[str, Any], name: str) -> dict[str, Any]:
@@ -124,7 +124,7 @@ def extract(net: TransformerNet, meta: dict[str, Any], name: str) -> tuple[Trans
         raise UserError(f"no painting {name!r} in this file; it holds {', '.join(names)}")
     k = names.index(name)
     one = TransformerNet(dataclasses.replace(net.config, styles=1))
-    norms = {f"{n}.{p}" for n, m in net.named_modules() if isinstance(m, StyleNorm) for p in ("weight", "bias")}
+    norms = net.norm_keys()
     one.load_state_dict({key: value[k] if key in norms else value for key, value in net.state_dict().items()})
     flat = one_painting(meta, name)
     flat.pop("paintings")
@@ -135,9 +135,7 @@ def open_style(arg: str, device: str | torch.device = "cpu",
                spec: str | None = None) -> tuple[TransformerNet, dict[str, Any]]:
     """The one way to load a style for inference: by file or name (formats.find_style), with `spec` (select) or the
     painting the name picked out of a file of several."""
-    from .formats import find_style
-
-    path, painting = find_style(str(arg))
+    path, painting = formats.find_style(str(arg))
     net, meta = load_style(path, device)
     return net, select(net, meta, spec or painting)
 
@@ -161,8 +159,7 @@ def load_weights_into(transformer: TransformerNet, path: str | os.PathLike, name
     held = painting_names(meta)
     names = names or held[:transformer.config.styles]
     target = transformer.state_dict()
-    norms = {f"{name}.{p}" for name, m in transformer.named_modules() if isinstance(m, StyleNorm)
-             for p in ("weight", "bias")}
+    norms = transformer.norm_keys()
     for key, value in weights.items():
         if key not in norms or target[key].shape == value.shape and (source.config.styles == 1 or held == names):
             continue

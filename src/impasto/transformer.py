@@ -110,6 +110,11 @@ class TransformerNet(nn.Module):
     def norms(self) -> list[StyleNorm]:
         return [m for m in self.modules() if isinstance(m, StyleNorm)]
 
+    def norm_keys(self) -> set[str]:
+        """The state-dict keys of every norm's scale and shift: a painting's own parameters."""
+        return {f"{name}.{p}" for name, m in self.named_modules() if isinstance(m, StyleNorm)
+                for p in ("weight", "bias")}
+
     def select(self, mix: torch.Tensor | int) -> None:
         """Paint with one painting (its index) or a blend (`mix`: one weight per painting, summing to 1)."""
         n = self.config.styles
