@@ -140,11 +140,23 @@ def open_style(arg: str, device: str | torch.device = "cpu",
     return net, select(net, meta, spec or painting)
 
 
-def load_weights_into(transformer: TransformerNet, path: str | os.PathLike, names: list[str] | None = None) -> None:
-    """Start from an exported style's weights (fine-tuning); its network must be the one `model` builds, up to the
-    paintings. `names`: the transformer's paintings; each takes the norms of the file's painting of that name, or,
-    for a painting the file does not hold, the mean of the file's (a one-painting file gives its norms to all)."""
-    source, meta = load_style(path)
+def open_source(arg: str) -> tuple[TransformerNet, dict[str, Any]]:
+    """init_from's style: a file, or a name (formats.find_style). A painting named out of a file of several is that
+    painting alone, as if trained alone; its metadata's `source` names the file."""
+    path, painting = formats.find_style(str(arg))
+    net, meta = load_style(path)
+    if painting is not None:
+        net, meta = extract(net, meta, painting)
+    return net, {**meta, "source": path.name + (f" ({painting})" if painting else "")}
+
+
+def load_weights_into(transformer: TransformerNet, path: str | os.PathLike, names: list[str] | None = None,
+                      source: tuple[TransformerNet, dict[str, Any]] | None = None) -> None:
+    """Start from an exported style's weights (fine-tuning), or `source`'s (open_source); its network must be the
+    one `model` builds, up to the paintings. `names`: the transformer's paintings; each takes the norms of the
+    file's painting of that name, or, for a painting the file does not hold, the mean of the file's (a one-painting
+    file gives its norms to all)."""
+    source, meta = source or load_style(path)
     same_trunk = dataclasses.replace(source.config, down_kernel=transformer.config.down_kernel,
                                      styles=transformer.config.styles)
     if same_trunk != transformer.config or source.config.down_kernel > transformer.config.down_kernel:
@@ -227,12 +239,13 @@ def asset_path(name: str) -> str:
     return str(ASSETS / name.removeprefix(ASSET_PREFIX)) if name.startswith(ASSET_PREFIX) else name
 
 
-def prior_meta(names: list[str], style_cfgs: list, init_from: str | None) -> dict[str, Any]:
+def prior_meta(names: list[str], style_cfgs: list, source: dict[str, Any] | None) -> dict[str, Any]:
     """What a new run starts from: its network's paintings (paintings_meta), and the images and hours of training
-    in the init_from file. Kept in the run's checkpoints, so that a resumed run never reads the file again."""
-    prior = read_meta(init_from) if init_from else {}
+    in the init_from style (`source`, open_source's metadata). Kept in the run's checkpoints, so that a resumed run
+    never reads the file again."""
+    prior = source or {}
     return {"paintings": paintings_meta(names, style_cfgs, prior), "images": images_seen(prior),
-            "hours": dict(prior.get("hours", {})), "init_from": Path(init_from).name if init_from else None}
+            "hours": dict(prior.get("hours", {})), "init_from": prior.get("source")}
 
 
 def style_meta(hparams: dict, steps: int, prior: dict[str, Any], images: list[int] | None = None,

@@ -17,7 +17,7 @@ from .callbacks import DivergenceGuard, LossProgressBar, ResumableCheckpoints, S
 from .config import load_style_images, style_configs, sweep_suffix
 from .data import ImageDataModule, build_train_dataset, load_preview
 from .errors import Interrupted, UserError
-from .formats import find_style, painting_names
+from .formats import painting_names
 from .losses import build_perceptual_loss
 from .memory import keep_freed_host_memory
 from .runtime import bf16_is_fast
@@ -182,9 +182,9 @@ def build(cfg: DictConfig) -> Run:
     style_cfgs = style_configs(cfg)
     paintings = [load_style_images(c) for c in style_cfgs]  # fail on a bad style image before anything heavy starts
     names = [str(c.name) for c in style_cfgs]
-    if cfg.init_from:  # a file, or a style's name (checkpoints/, then the shipped ones): init_from=paintings
-        cfg.init_from = str(find_style(str(cfg.init_from))[0])
-    prior_meta = checkpoint.read_meta(cfg.init_from) if cfg.init_from else {}
+    # a file, or a style's name (checkpoints/, then the shipped ones): init_from=paintings, init_from=the_scream
+    source = checkpoint.open_source(cfg.init_from) if cfg.init_from else None
+    prior_meta = source[1] if source else {}
     held = painting_names(prior_meta) if prior_meta else []
     # A network started from a file of several paintings keeps them all; the run's new ones are added after them.
     network_names = held + [n for n in names if n not in held] if len(held) > 1 else names
@@ -201,7 +201,7 @@ def build(cfg: DictConfig) -> Run:
     except ValueError as e:
         raise UserError(f"model settings: {e}") from None
     if cfg.init_from:
-        checkpoint.load_weights_into(transformer, cfg.init_from, network_names)
+        checkpoint.load_weights_into(transformer, cfg.init_from, network_names, source)
 
     dataset, data_description = build_train_dataset(cfg.data)
     log.info("training data: %s", data_description)
@@ -217,7 +217,7 @@ def build(cfg: DictConfig) -> Run:
     hparams = OmegaConf.to_container(cfg, resolve=True)
     hparams["data_description"] = data_description
     prior = checkpoint.prior_meta(network_names, [OmegaConf.to_container(c, resolve=True) for c in style_cfgs],
-                                  cfg.init_from)
+                                  prior_meta or None)
     system = StyleTransferSystem(transformer, loss, lr=cfg.optim.lr, lr_schedule=schedule, preview=preview,
                                  preview_every_n_steps=cfg.log.preview_every_n_steps,
                                  stability_weight=cfg.stability.weight, stability_noise=cfg.stability.noise,
