@@ -69,7 +69,10 @@ def test_export_script_reproduces_the_trainings_export(trained, tmp_path):
     torch.testing.assert_close(ours[0](x), theirs[0](x))
     assert {k: v for k, v in read_meta(out).items()} == theirs[1]
     assert_user_error(run("scripts/export.py", str(tmp / "run" / "checkpoints" / "last.ckpt"), str(out)), "--overwrite")
-    assert_user_error(run("scripts/export.py", str(out), str(tmp_path / "x.safetensors")), "not a train.py checkpoint")
+    assert_user_error(run("scripts/export.py", str(out), str(tmp_path / "x.safetensors")), "is a style file", "--style")
+    (tmp_path / "notes.ckpt").write_text("not a checkpoint")
+    assert_user_error(run("scripts/export.py", str(tmp_path / "notes.ckpt"), str(tmp_path / "x.safetensors")),
+                      "not a train.py checkpoint")
 
 
 def test_exported_style_stylizes_through_the_cli(trained, photo, tmp_path):

@@ -90,6 +90,8 @@ class ResumableCheckpoints(Callback):
     def save(self, trainer: pl.Trainer) -> None:
         """Every rank takes part (Lightning gathers state from all); rank 0 writes a temporary file and renames it."""
         tmp = self.path.with_name(f".{self.path.name}.tmp")
+        if hasattr(trainer.lightning_module, "tick"):  # the time trained so far, into this checkpoint
+            trainer.lightning_module.tick()
         trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
             fsync(tmp)

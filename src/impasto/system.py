@@ -149,10 +149,6 @@ class StyleTransferSystem(pl.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         step = self.global_step
         now = time.perf_counter()
-        cpu = time.process_time()
-        self.seconds += now - self._sitting_clock
-        self.cpu_seconds += cpu - self._cpu_clock
-        self._sitting_clock, self._cpu_clock = now, cpu
         every = self.trainer.log_every_n_steps
         if step % every == 0 and self._clock is not None:
             start, start_step = self._clock
@@ -162,6 +158,14 @@ class StyleTransferSystem(pl.LightningModule):
             self._clock = (now, step)
         if self.preview_every_n_steps and step % self.preview_every_n_steps == 0:
             self._log_preview()
+
+    def tick(self) -> None:
+        """Add the wall and CPU time since the last tick to the totals: at each checkpoint (ResumableCheckpoints),
+        so that a checkpoint and the export made at the end of the run hold the same figures."""
+        now, cpu = time.perf_counter(), time.process_time()
+        self.seconds += now - self._sitting_clock
+        self.cpu_seconds += cpu - self._cpu_clock
+        self._sitting_clock, self._cpu_clock = now, cpu
 
     def on_train_end(self) -> None:
         self._log_preview()  # the final grid, whatever the preview interval
