@@ -265,3 +265,25 @@ def test_a_full_disk_skips_each_output_it_cannot_write_and_leaves_no_partial_fil
     through = run("stylize.py", "--ckpt", "udnie", str(ROOT / "src/impasto/assets/preview/chelsea.jpg"), "-o",
                   str(ROOT / "README.md" / "x.jpg"))
     assert_user_error(through, "README.md is a file, not a folder")
+
+
+def test_a_cut_off_or_misshapen_style_file_is_one_line(tmp_path, photo):
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from impasto.formats import SHIPPED_STYLES
+
+    data = (SHIPPED_STYLES / "paintings.safetensors").read_bytes()
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(data[: len(data) // 2])
+    assert_user_error(run("stylize.py", "--ckpt", str(cut), "--style", "udnie", str(photo), "-o",
+                          str(tmp_path / "a.png")), "cut short (truncated)")
+    wrong = tmp_path / "wrong.safetensors"
+    meta = {"style": "w", "steps": 0, "network": {"widths": [32, 64, 128], "residual_blocks": 5}}
+    save_file({"stem.0.weight": torch.zeros(2)}, str(wrong),
+              metadata={"format": "impasto-style", "format_version": "1", "meta": json.dumps(meta)})
+    assert_user_error(run("stylize.py", "--ckpt", str(wrong), str(photo), "-o", str(tmp_path / "b.png")),
+                      "not the weights of the network it describes")
+    assert not (tmp_path / "a.png").exists() and not (tmp_path / "b.png").exists()

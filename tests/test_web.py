@@ -118,6 +118,8 @@ def test_a_bad_stylize_request_gets_a_message(server):
     assert status == 400 and "between 0 and 1" in json.loads(body)["error"]
     status, _, body = post(f"{server}/api/stylize", b"{broken json")
     assert status == 400 and "needs JSON" in json.loads(body)["error"]
+    status, _, body = post(f"{server}/api/stylize", b'{"photo": "x", "style": "udnie", "size": 1e400}')
+    assert status == 400 and "needs JSON" in json.loads(body)["error"]
     status, _, body = stylize(server, photo["id"], blend={"with": "mona_lisa", "weight": 0.5})
     assert status == 422 and "not a painting of starry_night's file" in json.loads(body)["error"]
 

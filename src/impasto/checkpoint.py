@@ -58,6 +58,8 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
             header = f.metadata() or {}
     except Exception:  # safetensors raises several types for foreign files; all mean "not ours"
         header = {}
+    if not header and formats.header_meta(path, whole=False):
+        raise UserError(f"{path} is an impasto style cut short (truncated): copy or export it again")
     if header.get("format") != STYLE_FORMAT:
         raise UserError(f"{path} is not an impasto style checkpoint: pass a checkpoints/<style>.safetensors "
                         "file exported by train.py")
@@ -77,7 +79,11 @@ def load_style(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     if broken:
         raise UserError(f"{path} holds weights that are not finite ({len(broken)} tensors, the first: {broken[0]}): "
                         "it comes from a diverged training run; retrain it or use another style")
-    net.load_state_dict(weights)
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError:  # missing, extra or misshapen tensors under a right header
+        raise UserError(f"{path} has an impasto style's header but not the weights of the network it describes "
+                        f"({meta['network']}): a damaged or hand-made file; export it again") from None
     return net.to(device).eval(), meta
 
 

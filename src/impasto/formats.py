@@ -2,6 +2,7 @@
 paths before torch loads."""
 
 import json
+import os
 from pathlib import Path
 
 from . import ASSETS
@@ -38,14 +39,19 @@ def check_output(dst: Path) -> None:
         raise UserError(f"output {dst} needs a video suffix impasto writes: {', '.join(CONTAINERS)}")
 
 
-def header_meta(path: Path) -> dict:
-    """A .safetensors style's metadata read from its header alone (no torch), or {} for any other file."""
+def header_meta(path: Path, whole: bool = True) -> dict:
+    """A .safetensors style's metadata read from its header alone (no torch), or {} for any other file; with
+    `whole`, {} too for a file shorter than its header says (a cut-off copy)."""
     try:
         with open(path, "rb") as f:
             size = int.from_bytes(f.read(8), "little")
             if not 0 < size < 1 << 24:
                 return {}
-            meta = json.loads(f.read(size)).get("__metadata__") or {}
+            header = json.loads(f.read(size))
+            meta = header.get("__metadata__") or {}
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+            if whole and os.path.getsize(path) < 8 + size + end:
+                return {}
         return json.loads(meta["meta"]) if meta.get("format") == STYLE_FORMAT else {}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}

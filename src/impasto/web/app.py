@@ -157,7 +157,7 @@ def create_app(library: StyleLibrary, max_upload_mb: float = 40) -> Starlette:
             strength, keep_colors = float(body.get("strength", 1.0)), bool(body.get("keep_colors", False))
             size = int(body["size"]) if body.get("size") else None
             blend = (str(body["blend"]["with"]), float(body["blend"]["weight"])) if body.get("blend") else None
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, OverflowError):  # OverflowError: a size of 1e400 is infinite
             return error("a stylize request needs JSON with photo, style, strength, keep_colors and size (and "
                          "optionally blend: {with, weight})")
         if not 0 <= strength <= 1:
