@@ -116,13 +116,13 @@ def test_a_file_written_before_several_paintings_loads_and_paints_as_before(tmp_
 
 
 def test_init_from_johnsons_grid_into_the_centred_one_starts_out_the_same(tmp_path):
-    from impasto.checkpoint import load_weights_into
+    from impasto.checkpoint import load_weights_into, open_source
 
     torch.manual_seed(2)
     johnson = randomized(TransformerNet(TransformerConfig(widths=(4, 8, 8), residual_blocks=1, down_kernel=3)))
     path = save_style(tmp_path / "j.safetensors", johnson, {"style": "j", "steps": 0})
     centred = TransformerNet(SMALL).eval()
-    load_weights_into(centred, path)
+    load_weights_into(centred, open_source(str(path)))
     x = torch.rand(1, 3, 32, 48)  # sides that are multiples of 4: the centred grid adds no padding
     torch.testing.assert_close(centred(x), johnson(x))
 

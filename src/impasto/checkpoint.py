@@ -156,13 +156,14 @@ def open_source(arg: str) -> tuple[TransformerNet, dict[str, Any]]:
     return net, {**meta, "source": path.name + (f" ({painting})" if painting else "")}
 
 
-def load_weights_into(transformer: TransformerNet, path: str | os.PathLike, names: list[str] | None = None,
-                      source: tuple[TransformerNet, dict[str, Any]] | None = None) -> None:
-    """Start from an exported style's weights (fine-tuning), or `source`'s (open_source); its network must be the
-    one `model` builds, up to the paintings. `names`: the transformer's paintings; each takes the norms of the
-    file's painting of that name, or, for a painting the file does not hold, the mean of the file's (a one-painting
-    file gives its norms to all)."""
-    source, meta = source or load_style(path)
+def load_weights_into(transformer: TransformerNet, source: tuple[TransformerNet, dict[str, Any]],
+                      names: list[str] | None = None) -> None:
+    """Start from a style's weights (fine-tuning): `source` as open_source gives it. Its network must be the one
+    `model` builds, up to the paintings. `names`: the transformer's paintings; each takes the norms of the source's
+    painting of that name, or, for a painting the source does not hold, the mean of its paintings' (a one-painting
+    source gives its norms to all)."""
+    source, meta = source
+    path = meta.get("source", "the style")
     same_trunk = dataclasses.replace(source.config, down_kernel=transformer.config.down_kernel,
                                      styles=transformer.config.styles)
     if same_trunk != transformer.config or source.config.down_kernel > transformer.config.down_kernel:

@@ -184,8 +184,8 @@ def build(cfg: DictConfig) -> Run:
     names = [str(c.name) for c in style_cfgs]
     # a file, or a style's name (checkpoints/, then the shipped ones): init_from=paintings, init_from=the_scream
     source = checkpoint.open_source(cfg.init_from) if cfg.init_from else None
-    prior_meta = source[1] if source else {}
-    held = painting_names(prior_meta) if prior_meta else []
+    source_meta = source[1] if source else {}
+    held = painting_names(source_meta) if source else []
     # A network started from a file of several paintings keeps them all; the run's new ones are added after them.
     network_names = held + [n for n in names if n not in held] if len(held) > 1 else names
     if cfg.finetune not in ("all", "norms"):
@@ -195,13 +195,13 @@ def build(cfg: DictConfig) -> Run:
     pl.seed_everything(cfg.seed, workers=True)
     try:
         model = {**cfg.model, "styles": len(network_names)}
-        if prior_meta:  # the centred grid once it is there: Johnson's grid converts to it, never back
-            model["down_kernel"] = max(int(model["down_kernel"]), int(prior_meta["network"].get("down_kernel", 3)))
+        if source:  # the centred grid once it is there: Johnson's grid converts to it, never back
+            model["down_kernel"] = max(int(model["down_kernel"]), int(source_meta["network"].get("down_kernel", 3)))
         transformer = TransformerNet(TransformerConfig.from_dict(model))
     except ValueError as e:
         raise UserError(f"model settings: {e}") from None
-    if cfg.init_from:
-        checkpoint.load_weights_into(transformer, cfg.init_from, network_names, source)
+    if source:
+        checkpoint.load_weights_into(transformer, source, network_names)
 
     dataset, data_description = build_train_dataset(cfg.data)
     log.info("training data: %s", data_description)
@@ -217,7 +217,7 @@ def build(cfg: DictConfig) -> Run:
     hparams = OmegaConf.to_container(cfg, resolve=True)
     hparams["data_description"] = data_description
     prior = checkpoint.prior_meta(network_names, [OmegaConf.to_container(c, resolve=True) for c in style_cfgs],
-                                  prior_meta or None)
+                                  source_meta or None)
     system = StyleTransferSystem(transformer, loss, lr=cfg.optim.lr, lr_schedule=schedule, preview=preview,
                                  preview_every_n_steps=cfg.log.preview_every_n_steps,
                                  stability_weight=cfg.stability.weight, stability_noise=cfg.stability.noise,
