@@ -88,12 +88,6 @@ class PerceptualLoss(nn.Module):
     def target_gram(self, name: str) -> torch.Tensor:
         return getattr(self, f"target_gram_{name}")
 
-    @property
-    def styles(self) -> int:
-        """How many paintings the targets hold (set_styles)."""
-        first = self.target_gram(next(iter(self.style_layers))) if self.style_layers else None
-        return 0 if first is None else first.shape[0]
-
     @torch.no_grad()
     def set_style(self, styles: Sequence[torch.Tensor], blend: Sequence[float] | None = None) -> None:
         """Target Grams from one or more (1, 3, H, W) style images, blended by `blend` (default: equal)."""
