@@ -214,6 +214,18 @@ def bench_train(args) -> dict:
     return result
 
 
+def seconds_of(call, x: torch.Tensor, warmup: int, iters: int, device: torch.device) -> float:
+    """Wall seconds of `iters` calls of `call(x)` after `warmup` untimed ones, the device drained at both ends."""
+    for _ in range(warmup):
+        call(x)
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        call(x)
+    sync(device)
+    return time.perf_counter() - start
+
+
 def time_peer_and_ours(args, common: list[str], device: torch.device, tmp: str) -> dict:
     """pytorch/examples' training step (scripts/peer.py) and train.py's, at the first --batches, `--repeats` times
     each in turn: a noisy machine slows both alike, so the ratio of the best of each is the figure that holds."""
@@ -227,14 +239,7 @@ def time_peer_and_ours(args, common: list[str], device: torch.device, tmp: str) 
         timed, _ = fit_and_time([*common, "data=embedded", f"data.batch_size={batch}"], args.warmup + args.iters,
                                 args.warmup, batch, tmp)
         ours.append(timed["images_per_s"])
-        for _ in range(args.warmup):
-            peer(x)
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(args.iters):
-            peer(x)
-        sync(device)
-        theirs.append(round(args.iters * batch / (time.perf_counter() - start), 2))
+        theirs.append(round(args.iters * batch / seconds_of(peer, x, args.warmup, args.iters, device), 2))
     return {"batch": batch, "impasto_images_per_s": ours, "peer_images_per_s": theirs,
             "impasto_over_peer": round(max(ours) / max(theirs), 3), "threads": torch.get_num_threads()}
 
@@ -319,16 +324,10 @@ def bench_stylize(args) -> dict:
                 for batch in [1, *args.stylize_batches]:
                     x = torch.rand(batch, 3, h, w, device=device)
                     try:
-                        for _ in range(args.warmup):
-                            stylizer(x)
-                        sync(device)
-                        start = time.perf_counter()
-                        for _ in range(args.iters):
-                            stylizer(x)
-                        sync(device)
+                        seconds = seconds_of(stylizer, x, args.warmup, args.iters, device)
                     except torch.cuda.OutOfMemoryError:
                         break
-                    per_batch[batch] = float(f"{batch * args.iters / (time.perf_counter() - start):.3g}")
+                    per_batch[batch] = float(f"{batch * args.iters / seconds:.3g}")
                 best = max(per_batch, key=per_batch.get)
                 row[name] = {"batch1_per_s": per_batch[1], "best_batch": best, "best_per_s": per_batch[best]}
             if device.type == "cuda":
