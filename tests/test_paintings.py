@@ -134,7 +134,7 @@ TINY = ["experiment=quickstart", "data.size=64", "data.batch_size=2", "data.num_
 
 @pytest.mark.slow
 def test_paintings_train_together_then_a_new_one_on_its_norms_alone(tmp_path, photo):
-    pair = run("train.py", *TINY, "style=[starry_night,the_scream]", "trainer.max_steps=4",
+    pair = run("train.py", *TINY, "style=[starry_night,the_scream]", "trainer.max_steps=4", "model.down_kernel=4",
                f"export.dir={tmp_path}", f"hydra.run.dir={tmp_path / 'pair'}")
     assert pair.returncode == 0, pair.stderr[-3000:]
     first = tmp_path / "paintings.safetensors"
@@ -157,6 +157,12 @@ def test_paintings_train_together_then_a_new_one_on_its_norms_alone(tmp_path, ph
             assert torch.equal(value, new[key][:2]), key
     moved = [not torch.allclose(old[k].mean(0), new[k][2]) for k in old if old[k].shape != new[k].shape]
     assert any(moved)
+    # the run kept the file's centred grid though `model` says Johnson's: its Lightning checkpoint exports the same
+    again = run("scripts/export.py", str(tmp_path / "three" / "checkpoints" / "last.ckpt"),
+                str(tmp_path / "a.safetensors"))
+    assert again.returncode == 0, again.stderr[-2000:]
+    exported, _ = load_style(tmp_path / "a.safetensors")
+    assert exported.config.down_kernel == 4 and all(torch.equal(v, new[k]) for k, v in exported.state_dict().items())
 
     out = tmp_path / "blend.png"
     blend = run("stylize.py", "--ckpt", str(tmp_path / "three.safetensors"), "--style", "starry_night:0.5,udnie:0.5",

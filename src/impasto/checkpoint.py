@@ -255,15 +255,14 @@ def prior_meta(names: list[str], style_cfgs: list, source: dict[str, Any] | None
             "hours": dict(prior.get("hours", {})), "init_from": prior.get("source")}
 
 
-def style_meta(hparams: dict, steps: int, prior: dict[str, Any], images: list[int] | None = None,
-               seconds: float = 0.0, device: str = "cpu", cpu_seconds: float = 0.0) -> dict:
+def style_meta(hparams: dict, steps: int, prior: dict[str, Any], images: list[int], seconds: float = 0.0,
+               device: str = "cpu", cpu_seconds: float = 0.0) -> dict:
     """The export's metadata, from the run's resolved config (as saved in its hyperparameters) and what it started
     from (`prior`, prior_meta). `images`: the images each trained painting saw in this run (in the order of
     `styles`, or the one style); `seconds`: the run's wall seconds of training on `device` (cpu, cuda);
     `cpu_seconds`: the CPU time its process spent, every core's, which a shared machine does not inflate."""
     paintings = [dict(p) for p in prior["paintings"]]
     trained = hparams.get("styles") or [hparams["style"]["name"]]
-    images = images or [steps * hparams["data"]["batch_size"]] * len(trained)
     for name, count in zip(trained, images):
         entry = next(p for p in paintings if p["name"] == name)
         entry["images"] = entry.get("images", 0) + count
@@ -298,10 +297,12 @@ def export_lightning_checkpoint(ckpt: str | Path, target: str | Path, overwrite:
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         hparams, weights = state["hyper_parameters"], state["state_dict"]
-        style_cfg = {**hparams["style"], "name": hparams["style"]["name"]}
+        style_cfg = hparams["style"]
         prior = state.get("impasto_prior") or prior_meta([style_cfg["name"]], [style_cfg], None)
-        styles = len(prior["paintings"])
-        transformer = TransformerNet(TransformerConfig.from_dict({**hparams["model"], "styles": styles}))
+        # the grid as built, which init_from may have made centred whatever `model` said
+        down_kernel = weights["transformer.down1.0.weight"].shape[-1]
+        transformer = TransformerNet(TransformerConfig.from_dict({**hparams["model"], "down_kernel": down_kernel,
+                                                                  "styles": len(prior["paintings"])}))
         transformer.load_state_dict({k.removeprefix("transformer."): v for k, v in weights.items()
                                      if k.startswith("transformer.")})
     except Exception as e:  # anything unreadable or foreign here is the user's file to fix
