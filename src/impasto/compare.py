@@ -113,8 +113,10 @@ def compare(args: argparse.Namespace) -> list[dict]:
                      "(stylize a photo with it) and compare with --precision fp32")
         rows.append({"image": photo.name, "method": "fast", **terms, "seconds": fast_s})
 
-        key = gatys_key(photo, args.size, style_cfg, meta["loss"], steps, dtype)
-        cache = Path(args.cache).expanduser() / f"{key}.pt" if args.cache else None
+        cache = None
+        if args.cache:
+            key = gatys_key(photo, args.size, style_cfg, meta["loss"], steps, dtype)
+            cache = Path(args.cache).expanduser() / f"{key}.pt"
         snapshots: dict[int, tuple[torch.Tensor, float]] = {}
         if cache is not None and cache.is_file():
             snapshots = {n: (image.to(device), seconds) for n, (image, seconds) in

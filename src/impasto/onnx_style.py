@@ -114,7 +114,8 @@ class OnnxStyle:
             raise UserError(f"{path} holds {len(names)} paintings: pass --style NAME, one of {', '.join(names)}, "
                             f"or a blend such as {names[0]}:0.5,{names[1]}:0.5")
         self.mix = parse_mix(style, names) if style else None
-        if self.mix is not None and len(names) > 1:
+        self.several = "style" in inputs  # the export of a file of several takes the paintings' weights
+        if self.several:
             self.meta = {**self.meta, "style": style}
         self.keep_colors, self.strength = keep_colors, strength
 
@@ -128,8 +129,7 @@ class OnnxStyle:
         (out,) = self.session.run(None, {"image": np.ascontiguousarray(batch, dtype=np.float32),
                                          "strength": np.array([strength], np.float32),
                                          "keep_colors": np.array([float(keep_colors)], np.float32),
-                                         **({"style": np.array(self.mix, np.float32)} if len(self.mix or ()) > 1
-                                            else {})})
+                                         **({"style": np.array(self.mix, np.float32)} if self.several else {})})
         return out
 
     def describe(self) -> str:

@@ -58,9 +58,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+STDIO = Path("-")  # an input read from stdin, an output written to stdout
+
+
 def plan_outputs(inputs: list[Path], output: str | None, out_dir: str | None) -> list[Path]:
     """Each input's output path, or a UserError for a plan that cannot work at all (existing outputs are checked
-    per file, as it comes: see stylize_all)."""
+    per file, as it comes: see stylize_all). `-o -` is stdout, for one image."""
+    if output == "-":
+        if len(inputs) != 1 or is_video(inputs[0]):
+            raise UserError("-o - writes one image to stdout: give one photo")
+        return [STDIO]
     if output is not None:
         if len(inputs) != 1:
             raise UserError(f"-o takes one input, got {len(inputs)}: use --out-dir DIR for several")
@@ -76,12 +83,14 @@ def plan_outputs(inputs: list[Path], output: str | None, out_dir: str | None) ->
             check_output(dst)
         elif dst.suffix.lower() not in IMAGE_SUFFIXES:
             raise UserError(f"output {dst} needs an image suffix (.jpg, .png, …)")
-        if dst.resolve() == src.resolve():
+        if src != STDIO and dst.resolve() == src.resolve():
             raise UserError(f"output {dst} is the input itself: choose another output path")
     return outputs
 
 
-STDIO = Path("-")  # an input read from stdin, an output written to stdout
+def refuse_overwrite(dst: Path, overwrite: bool) -> None:
+    if dst != STDIO and dst.exists() and not overwrite:
+        raise UserError(f"output {dst} exists: pass --overwrite to replace it")
 
 
 def stylize_file(stylizer, src: Path, dst: Path, args: argparse.Namespace) -> tuple[str, tuple[int, int]]:
@@ -110,8 +119,7 @@ def report(args: argparse.Namespace, stylizer, meta: dict, src: Path, dst: Path,
 
 
 def stylize_one(stylizer, src: Path, dst: Path, args: argparse.Namespace, meta: dict) -> None:
-    if dst != STDIO and dst.exists() and not args.overwrite:
-        raise UserError(f"output {dst} exists: pass --overwrite to replace it")
+    refuse_overwrite(dst, args.overwrite)
     start = time.perf_counter()
     if is_video(src):
         from .video import stylize_video
@@ -198,11 +206,8 @@ def sheet(args: argparse.Namespace) -> None:
 
     if len(args.inputs) != 1 or args.output is None or args.output == "-":
         raise UserError("--sheet takes one photo and -o FILE for the sheet")
-    dst = Path(args.output).expanduser()
-    if dst.suffix.lower() not in IMAGE_SUFFIXES:
-        raise UserError(f"output {dst} needs an image suffix (.jpg, .png, …)")
-    if dst.exists() and not args.overwrite:
-        raise UserError(f"output {dst} exists: pass --overwrite to replace it")
+    (dst,) = plan_outputs([Path(args.inputs[0])], args.output, None)
+    refuse_overwrite(dst, args.overwrite)
     files = [find_style(args.ckpt)[0]] if args.ckpt else sorted(SHIPPED_STYLES.glob("*.safetensors"))
     styles = [(path, name) for path in files for name in painting_names(read_meta(path))]
     photo = resize_long_side(load_photo(Path(args.inputs[0])).rgb, args.size or 512, args.scale)
@@ -236,20 +241,10 @@ def main(argv: list[str] | None = None) -> None:
             raise UserError("pass --ckpt STYLE (a name such as starry_night, or a file), or --sheet")
         from .images import collect_files
 
-        if "-" in args.inputs:
-            if args.inputs != ["-"] or args.output is None:
-                raise UserError("- reads one image from stdin: give it alone, with -o FILE or -o -")
-            inputs, outputs = [STDIO], [STDIO if args.output == "-" else Path(args.output).expanduser()]
-            if outputs[0] != STDIO and outputs[0].suffix.lower() not in IMAGE_SUFFIXES:
-                raise UserError(f"output {outputs[0]} needs an image suffix (.jpg, .png, …)")
-        else:
-            inputs = collect_files(args.inputs, MEDIA_SUFFIXES)
-            if args.output == "-":
-                if len(inputs) != 1 or is_video(inputs[0]):
-                    raise UserError("-o - writes one image to stdout: give one photo")
-                outputs = [STDIO]
-            else:
-                outputs = plan_outputs(inputs, args.output, args.out_dir)
+        if "-" in args.inputs and (args.inputs != ["-"] or args.output is None):
+            raise UserError("- reads one image from stdin: give it alone, with -o FILE or -o -")
+        inputs = [STDIO] if args.inputs == ["-"] else collect_files(args.inputs, MEDIA_SUFFIXES)
+        outputs = plan_outputs(inputs, args.output, args.out_dir)
         videos = sum(map(is_video, inputs))
         stylizer, meta = load_runtime(args, videos)
         print(f"style {meta['style']} ({meta['steps']} steps) on {stylizer.describe()}: "

@@ -148,10 +148,10 @@ class StyleTransferSystem(pl.LightningModule):
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         step = self.global_step
-        now = time.perf_counter()
         every = self.trainer.log_every_n_steps
         if step % every == 0 and self._clock is not None:
             start, start_step = self._clock
+            now = time.perf_counter()
             if step > start_step:
                 images = (step - start_step) * batch.shape[0] * self.trainer.world_size
                 self.log("perf/images_per_s", images / (now - start), rank_zero_only=True)

@@ -118,10 +118,10 @@ class TransformerNet(nn.Module):
     def select(self, mix: torch.Tensor | int) -> None:
         """Paint with one painting (its index) or a blend (`mix`: one weight per painting, summing to 1)."""
         n = self.config.styles
-        if isinstance(mix, int):
+        if isinstance(mix, int):  # made where the norms are: training selects every step, without a host copy
             if not 0 <= mix < n:
                 raise IndexError(f"painting {mix} of a network holding {n}")
-            mix = torch.eye(n)[mix]
+            mix = torch.eye(n, device=self.norms()[0].mix.device)[mix]
         if mix.shape != (n,):
             raise ValueError(f"a mix needs {n} weights, got shape {tuple(mix.shape)}")
         for norm in self.norms():
