@@ -267,8 +267,8 @@ def style_meta(hparams: dict, steps: int, prior: dict[str, Any], images: list[in
         entry = next(p for p in paintings if p["name"] == name)
         entry["images"] = entry.get("images", 0) + count
     hours = dict(prior["hours"])
-    hours[device] = round(hours.get(device, 0.0) + seconds / 3600, 4)
-    hours["cpu_core"] = round(hours.get("cpu_core", 0.0) + cpu_seconds / 3600, 4)
+    hours[device] = round(hours.get(device, 0.0) + seconds / 3600, 6)
+    hours["cpu_core"] = round(hours.get("cpu_core", 0.0) + cpu_seconds / 3600, 6)
     meta = {
         "steps": steps,
         "images": prior["images"] + sum(images),
