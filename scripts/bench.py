@@ -12,11 +12,15 @@
                       the first mode, and a clip's end-to-end frames/s
   python scripts/bench.py data --photos DIR [--workers-list 0,1,2,4,8]  train.py's DataLoader alone on real
                       photos: crops/s per worker count, the bytes a crop carries, and CPU ms per crop
+  python scripts/bench.py web [--requests 16 --concurrency 8 --megapixels 36]  the web page's server under load:
+                      clients at once each upload a large PNG and stylize it at 512 px (retrying when told the server
+                      is busy): the server's peak memory, p50/p95 seconds of a client's upload and stylize
   python scripts/bench.py startup  stylize.py --help, and its first 512-pixel photo on the CPU (PyTorch, and ONNX),
                       wall seconds
 """
 
 import argparse
+import io
 import itertools
 import json
 import math
@@ -379,9 +383,79 @@ def bench_startup(args) -> dict:
     return {"bench": "startup", **timings}
 
 
+def bench_web(args) -> dict:
+    """`python -m impasto.web` in a subprocess (--server-python: another checkout's interpreter, to measure before a
+    change), on 127.0.0.1, under --concurrency clients sending --requests uploads of a --megapixels PNG in all."""
+    import concurrent.futures
+    import re
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from PIL import Image
+
+    side = round(math.sqrt(args.megapixels * 1e6))
+    gradient = Image.linear_gradient("L").resize((side, side))
+    buffer = io.BytesIO()
+    Image.merge("RGB", [gradient, gradient.transpose(Image.Transpose.ROTATE_90), gradient]).save(
+        buffer, "PNG", compress_level=1)
+    photo = buffer.getvalue()
+    limits = ["--max-upload-mb", "200"] + ([] if args.server_python else ["--max-megapixels", "400"])  # before it
+    server = subprocess.Popen([args.server_python or sys.executable, "-m", "impasto.web", "--port", "0",
+                               "--device", "cpu", *limits],
+                              cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    address = re.search(r"http://[\d.]+:\d+", server.stderr.readline())
+    threading.Thread(target=lambda: server.stderr.read(), daemon=True).start()
+
+    def post(path: str, data: bytes, headers: dict) -> tuple[int, bytes]:
+        request = urllib.request.Request(address.group(0) + path, data=data, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=600) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def client(_) -> tuple[float, int, int, int]:
+        """As the page does: upload, stylize; upload again when the photo was forgotten, wait when busy."""
+        start, busy, again, status = time.perf_counter(), 0, -1, 410
+        while status == 410 and again < 3:
+            again += 1
+            status, body = post("/api/photos", photo, {"X-Filename": "load.png"})
+            if status != 200:
+                break
+            request = json.dumps({"photo": json.loads(body)["id"], "style": "starry_night", "size": 512}).encode()
+            while (status := post("/api/stylize", request, {"Content-Type": "application/json"})[0]) == 503:
+                busy += 1
+                time.sleep(0.5)
+        return time.perf_counter() - start, busy, again, status
+
+    def peak_mb() -> float:
+        status = Path(f"/proc/{server.pid}/status").read_text()
+        return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+    try:
+        assert address, "the server did not start"
+        post("/api/stylize", b"{}", {})  # imports done before the baseline
+        idle = peak_mb()
+        with concurrent.futures.ThreadPoolExecutor(args.concurrency) as pool:
+            results = list(pool.map(client, range(args.requests)))
+        peak = peak_mb()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    seconds = sorted(r[0] for r in results)
+    return {"bench": "web", "requests": args.requests, "concurrency": args.concurrency,
+            "photo": f"{side}x{side}", "photo_mb": round(len(photo) / 2**20, 1),
+            "failed": sum(r[3] != 200 for r in results), "busy_answers": sum(r[1] for r in results),
+            "uploaded_again": sum(r[2] for r in results),
+            "idle_mb": round(idle), "peak_mb": round(peak),
+            "p50_s": round(seconds[len(seconds) // 2], 2), "p95_s": round(seconds[min(len(seconds) - 1,
+                                                                                   int(0.95 * len(seconds)))], 2)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["optimize", "train", "stylize", "data", "startup"])
+    p.add_argument("what", choices=["optimize", "train", "stylize", "data", "startup", "web"])
     p.add_argument("--device", default="auto")
     p.add_argument("--size", type=int, default=None)
     p.add_argument("--steps", type=int, default=1000)
@@ -406,13 +480,17 @@ def main() -> None:
     p.add_argument("--video", help="stylize: a clip to stylize end to end with each mode")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps or passes first (train: 20 is safer)")
     p.add_argument("--iters", type=int, default=30, help="timed steps or passes")
+    p.add_argument("--requests", type=int, default=16, help="web: uploads in all")
+    p.add_argument("--concurrency", type=int, default=8, help="web: clients at once")
+    p.add_argument("--megapixels", type=float, default=36, help="web: the uploaded PNG's size")
+    p.add_argument("--server-python", default=None, help="web: the server's interpreter (default: this one)")
     args = p.parse_args()
     args.batches = [int(b) for b in args.batches.split(",")]
     args.stylize_batches = [int(b) for b in args.frame_batches.split(",")]
     args.workers_list = [int(w) for w in args.workers_list.split(",")]
     args.size = args.size or {"optimize": 512, "train": 256, "data": 256}.get(args.what)
     bench = {"optimize": bench_optimize, "train": bench_train, "stylize": bench_stylize, "data": bench_data,
-             "startup": bench_startup}[args.what]
+             "startup": bench_startup, "web": bench_web}[args.what]
     print(json.dumps(bench(args)))
 
 

@@ -39,8 +39,8 @@ def run(*args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.Complete
 
 
 def assert_user_error(result: subprocess.CompletedProcess, *needles: str) -> None:
-    """A clean failure: non-zero exit, one `error:` line on stderr naming the problem, no traceback."""
-    assert result.returncode != 0, result.stdout + result.stderr
+    """A clean failure: exit code 2, one `error:` line on stderr naming the problem, no traceback."""
+    assert result.returncode == 2, (result.returncode, result.stdout + result.stderr)
     assert "Traceback" not in result.stderr, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, result.stderr

@@ -203,7 +203,11 @@ def test_training_numbers_that_cannot_train_and_checkpoints_that_cannot_resume_a
                              ("optim.lr=0", "optim.lr must be a positive number"),
                              ("data.batch_size=0", "data.batch_size must be a positive whole number"),
                              ("data.size=0", "data.size must be a positive whole number"),
-                             ("data.size=8", "data.size must be 16 pixels or more")):
+                             ("data.size=8", "data.size must be 16 pixels or more"),
+                             ("optim.lr=abc", "optim.lr must be a number, got 'abc'"),
+                             ("data.bogus=1", "Could not override 'data.bogus'; To append"),
+                             ("model=nope", "Available options in 'model': johnson"),
+                             ("trainer.max_steps=[1", "no viable alternative")):
         assert_user_error(run("train.py", override, *common), needle)
     missing = tmp_path / "none.ckpt"
     assert_user_error(run("train.py", f"ckpt_path={missing}", *common), "does not exist")
@@ -287,3 +291,31 @@ def test_a_cut_off_or_misshapen_style_file_is_one_line(tmp_path, photo):
     assert_user_error(run("stylize.py", "--ckpt", str(wrong), str(photo), "-o", str(tmp_path / "b.png")),
                       "not the weights of the network it describes")
     assert not (tmp_path / "a.png").exists() and not (tmp_path / "b.png").exists()
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write_and_a_live_ones_stays(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from impasto.files import write_bytes_atomic
+
+    target = tmp_path / "style.safetensors"
+    writer = ("import sys, time; from pathlib import Path; from impasto.files import write_atomic; "
+              "write_atomic(sys.argv[1], lambda tmp: (Path(tmp).write_bytes(b'half'), time.sleep(600)))")
+    dead, alive = (subprocess.Popen([sys.executable, "-c", writer, str(target)]) for _ in range(2))
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob(".style.*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    dead.send_signal(signal.SIGKILL)
+    dead.wait()
+    try:
+        assert len(list(tmp_path.glob(".style.*"))) == 2  # the killed export's leftover is there
+        write_bytes_atomic(target, b"whole")
+        left = [p.name for p in tmp_path.glob(".style.*")]
+        assert left == [n for n in left if f"-{alive.pid}." in n] and len(left) == 1  # the live writer's alone
+        assert target.read_bytes() == b"whole"
+    finally:
+        alive.kill()
+        alive.wait()

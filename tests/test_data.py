@@ -1,9 +1,12 @@
 import itertools
+import struct
+import zlib
+from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
-from PIL import Image
+from PIL import Image, ImageFile
 
 from impasto.data import (
     EMBEDDED_PHOTOS,
@@ -149,16 +152,30 @@ def test_unreadable_training_images_are_passed_over_and_reported(tmp_path):
         UnreadableImages(max_fraction=1.0).record([[], passed_over])
 
 
-def test_decompression_bombs_are_refused_before_decoding(tmp_path, monkeypatch):
-    from impasto.images import load_image
+def declared_png(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header declares width × height, with no pixels: what a decompression bomb looks like unread."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = lambda kind, data: (struct.pack(">I", len(data)) + kind + data  # noqa: E731
+                                + struct.pack(">I", zlib.crc32(kind + data)))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    return path
 
-    Image.new("RGB", (300, 200)).save(tmp_path / "big.png")
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
+
+def test_the_pixel_limit_refuses_by_the_header_before_decoding_and_lets_a_phone_photo_pass(tmp_path, monkeypatch):
+    from impasto import images
+    from impasto.images import TooManyPixels, load_image
+
     decoded = []
-    monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(1))
-    with pytest.raises(UserError, match="decompression bomb"):
-        load_image(tmp_path / "big.png")
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(self.size))
+    with pytest.raises(TooManyPixels, match=r"20000x10001, 200 megapixels, over the limit of 200"):
+        load_image(declared_png(tmp_path / "bomb.png", 20000, 10001))  # one row over the default
     assert not decoded
+    load_image(declared_png(tmp_path / "phone.png", 12000, 9000))  # 108 MP: over Pillow's own 89, under impasto's
+    assert set(decoded) == {(12000, 9000)}
+    monkeypatch.setattr(images, "MAX_MEGAPIXELS", 108)  # the limit is stated, and raised where users ask
+    with pytest.raises(TooManyPixels, match="over the limit of 108"):
+        load_image(declared_png(tmp_path / "phone2.png", 12001, 9000))
+    assert set(decoded) == {(12000, 9000)}
 
 
 def test_split_photos_holds_out_every_nth_and_never_overwrites(tmp_path):

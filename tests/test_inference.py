@@ -42,7 +42,7 @@ def test_tiles_give_the_whole_pass_without_a_seam(shipped, dtype):
     stylizer = Stylizer(shipped, CPU, dtype)
     whole, tiled = stylizer.image(image), stylizer.image(image, tile=64)
     assert tiled.shape == whole.shape == image.shape
-    assert psnr(tiled, whole) >= 40
+    assert psnr(tiled, whole) >= (130 if dtype is None else 55)  # README: over 130 dB in fp32
     # A seam would be a line of differences of many levels at a tile edge (x = 64, 128, ...; y = 64, 128).
     levels = (tiled - whole).abs().max() * 255
     assert levels < (1.0 if dtype is None else 4.0), levels
@@ -110,7 +110,7 @@ def test_stylize_tiles_an_image_on_request_and_says_so(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "in 64-pixel tiles" in result.stderr
     whole = Stylizer(load_style(SHIPPED)[0], CPU, None).image(preview(150, "coffee"))
-    assert psnr(to_tensor(load_image(out)).unsqueeze(0), whole) > 40  # the PNG's rounding aside
+    assert psnr(to_tensor(load_image(out)).unsqueeze(0), whole) > 55  # 8-bit rounding alone: 58.9 dB
 
 
 def test_style_loss_falls_steadily_with_strength(shipped):
@@ -164,7 +164,7 @@ def test_onnx_export_matches_pytorch_and_stylize_runs_it_without_torch(tmp_path,
                  str(out), "--strength", "0.5")
     assert result.returncode == 0 and "onnxruntime" in result.stderr, result.stderr[-2000:]
     whole = Stylizer(shipped, CPU, None, strength=0.5).image(preview(96, "coffee"))
-    assert psnr(to_tensor(load_image(out)).unsqueeze(0), whole) > 40
+    assert psnr(to_tensor(load_image(out)).unsqueeze(0), whole) > 55  # 8-bit rounding alone: 58.9 dB
 
 
 def test_the_onnx_export_keeps_the_centred_grids_padding_dynamic(tmp_path):

@@ -128,3 +128,39 @@ def test_a_transparent_input_written_as_jpeg_drops_alpha_and_as_png_keeps_it(tmp
     result = run("stylize.py", "--ckpt", str(tiny_ckpt), str(tmp_path / "in.png"), "-o", str(tmp_path / f"o{suffix}"))
     assert result.returncode == 0, result.stderr
     assert Image.open(tmp_path / f"o{suffix}").mode == ("RGB" if suffix == ".jpg" else "RGBA")
+
+
+def matrix_profile(red, green, blue, gamma: float = 2.2) -> bytes:
+    """An ICC v2 RGB display profile: its primaries' XYZ (D50) and one gamma curve, as a wide-gamut camera or
+    screen profile is made."""
+    import struct
+
+    def s15(v: float) -> bytes:
+        return struct.pack(">i", round(v * 65536))
+
+    xyz = lambda x: b"XYZ \0\0\0\0" + b"".join(map(s15, x))  # noqa: E731
+    curve = b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0"
+    text = b"desc\0\0\0\0" + struct.pack(">I", 5) + b"test\0" + b"\0" * 79
+    tags = [(b"desc", text), (b"wtpt", xyz((0.9642, 1.0, 0.8249))), (b"rXYZ", xyz(red)), (b"gXYZ", xyz(green)),
+            (b"bXYZ", xyz(blue)), (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)]
+    offset, table, data = 128 + 4 + 12 * len(tags), b"", b""
+    for sig, body in tags:
+        body += b"\0" * (-len(body) % 4)
+        table += sig + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    size = offset + len(data)
+    header = struct.pack(">I4sI4s4s4s", size, b"none", 0x02100000, b"mntr", b"RGB ", b"XYZ ") + b"\0" * 12 + \
+        b"acsp" + b"\0" * 28 + s15(0.9642) + s15(1.0) + s15(0.8249) + b"\0" * 48
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+def test_a_photo_in_another_colour_space_is_converted_by_its_profile(tmp_path):
+    """A profile whose red primary is sRGB's green (and green sRGB's red): its red pixels are green to a viewer,
+    and impasto sees them as the viewer does."""
+    srgb_red, srgb_green, srgb_blue = (0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141)
+    profile = matrix_profile(srgb_green, srgb_red, srgb_blue)
+    Image.new("RGB", (8, 8), (200, 20, 20)).save(tmp_path / "swapped.png", icc_profile=profile)
+    r, g, b = load_photo(tmp_path / "swapped.png").rgb.getpixel((4, 4))
+    assert g > 180 and r < 50 and b < 50, (r, g, b)
+    Image.new("RGB", (8, 8), (200, 20, 20)).save(tmp_path / "plain.png")  # no profile: taken as sRGB
+    assert load_photo(tmp_path / "plain.png").rgb.getpixel((4, 4)) == (200, 20, 20)

@@ -4,6 +4,7 @@ train.py runs as a user runs it, in a subprocess, on tiny settings."""
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -73,14 +74,15 @@ def test_a_run_killed_at_a_random_moment_resumes_to_the_same_weights(uninterrupt
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     process = start(tmp_path)
     wait_for_first_checkpoint(process, ckpt)
-    time.sleep(random.uniform(0, 2.0))  # anywhere after the first checkpoint, mid-step or mid-write
+    time.sleep(random.Random(STEPS).uniform(0, 0.5))  # after the first checkpoint, mid-step or mid-write: seeded
+    assert process.poll() is None, "the run ended before the kill: this test needs a slower run (more STEPS)"
     os.killpg(process.pid, signal.SIGKILL)  # the process and its data workers, as a node failure would
     process.communicate()
     assert process.returncode == -signal.SIGKILL
     killed_at = checkpoint_step(ckpt)
     assert 4 <= killed_at < STEPS and killed_at % 4 == 0
     assert not (tmp_path / "ck" / EXPORT).exists()
-    assert [p.name for p in ckpt.parent.iterdir()] in (["last.ckpt"], ["last.ckpt", ".last.ckpt.tmp"])
+    assert sorted(p.name for p in ckpt.parent.iterdir()) in (["last.ckpt"], [".last.ckpt.tmp", "last.ckpt"])
 
     resumed = run("train.py", *TINY, "data.num_workers=2", *paths(tmp_path), f"ckpt_path={ckpt}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -105,9 +107,29 @@ def test_a_signal_stops_with_a_checkpoint_and_a_partial_export_and_the_run_resum
     assert str(partial) in stderr and read_meta(partial)["steps"] == stopped_at and read_meta(partial)["partial"]
     assert not (tmp_path / "ck" / EXPORT).exists()
 
-    resumed = run("train.py", *TINY, "data.num_workers=2", *paths(tmp_path), f"ckpt_path={ckpt}")
+    printed = re.search(r"run the same command with (ckpt_path=\S+) added", stderr)  # the command it prints resumes
+    assert printed and printed.group(1) == f"ckpt_path={ckpt}", stderr[-3000:]
+    resumed = run("train.py", *TINY, "data.num_workers=2", *paths(tmp_path), printed.group(1))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_weights(tmp_path / "ck" / EXPORT, uninterrupted)
+
+
+def test_a_second_ctrl_c_quits_at_once_without_finishing_the_step(tmp_path):
+    """Steps of seconds (full widths, 256 px): the second Ctrl+C comes mid-step, and the run ends there, writing
+    nothing more."""
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    process = start(tmp_path, "model.widths=[32,64,128]", "model.residual_blocks=5", "data.size=256",
+                    "trainer.checkpoint_every_n_steps=1", "trainer.max_steps=1000")
+    wait_for_first_checkpoint(process, ckpt)
+    saved = ckpt.stat().st_mtime_ns
+    os.killpg(process.pid, signal.SIGINT)
+    time.sleep(0.3)
+    os.killpg(process.pid, signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    said = stdout + stderr
+    assert "stopping after this step" in said and "stopped at step" not in said, said[-3000:]
+    assert process.returncode in (130, -signal.SIGINT), (process.returncode, said[-3000:])
+    assert ckpt.stat().st_mtime_ns == saved and not list((tmp_path / "ck").glob("*.safetensors"))
 
 
 def test_a_diverging_run_stops_in_one_line_and_exports_nothing(tmp_path):

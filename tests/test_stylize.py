@@ -1,8 +1,10 @@
 """stylize.py's forward pass on the shipped (real, trained) style: bf16 against fp32, colour preservation."""
 
+import json
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from conftest import ROOT, assert_user_error, run, shipped_style
 from impasto import ASSETS
@@ -123,3 +125,18 @@ def test_a_folder_shows_a_progress_bar_on_a_terminal_and_none_in_a_log(tmp_path)
     assert result.returncode == 0 and b"/4 [" in shown and b"file/s" in shown and b"4 written" in shown, shown[-2000:]
     logged = run(*args[1:])
     assert logged.returncode == 0 and "file/s" not in logged.stderr and "4 written" in logged.stderr
+
+
+def test_scale_resizes_by_a_factor_and_the_pixel_limit_is_stated_and_raised(tmp_path, photo, tiny_ckpt):
+    out = tmp_path / "half.png"
+    result = run("stylize.py", "--ckpt", str(tiny_ckpt), str(photo), "--scale", "0.5", "-o", str(out), "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert Image.open(out).size == (22, 18) and json.loads(result.stdout)["size"] == [22, 18]  # 45x37, halved
+    big = tmp_path / "big.png"
+    Image.new("RGB", (300, 200)).save(big)
+    result = run("stylize.py", "--ckpt", str(tiny_ckpt), str(big), "--max-megapixels", "0.05", "-o",
+                 str(tmp_path / "o.png"))
+    assert_user_error(result, "300x200", "over the limit of 0.05", "pass --max-megapixels")
+    result = run("stylize.py", "--ckpt", str(tiny_ckpt), str(big), "--max-megapixels", "0.06", "--size", "64", "-o",
+                 str(tmp_path / "o.png"))
+    assert result.returncode == 0 and Image.open(tmp_path / "o.png").size == (64, 43), result.stderr[-2000:]

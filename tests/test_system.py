@@ -101,3 +101,26 @@ def test_a_step_with_a_non_finite_gradient_is_skipped_on_the_device_and_counted(
     step(1.0)
     assert not torch.equal(before[0], params[0])
     assert system.skipped.tolist() == [0, 2]
+
+
+def test_checkpoints_come_by_the_clock_as_well_as_by_steps(tmp_path, monkeypatch):
+    """trainer.checkpoint_every_minutes: 5 minutes, steps of 100 s on a made-up clock, steps every 1,000: saved at
+    steps 3, 6 and 9, each time through a temporary file renamed to last.ckpt."""
+    from types import SimpleNamespace
+
+    from impasto import callbacks
+
+    clock = [0.0]
+    monkeypatch.setattr(callbacks.time, "monotonic", lambda: clock[0])
+    written = []
+    trainer = SimpleNamespace(global_step=0, world_size=1, is_global_zero=True, lightning_module=object(),
+                              strategy=SimpleNamespace(barrier=lambda name: None),
+                              save_checkpoint=lambda path, weights_only: (path.write_text(str(trainer.global_step)),
+                                                                          written.append(trainer.global_step)))
+    saver = callbacks.ResumableCheckpoints(tmp_path, every_n_steps=1000, every_minutes=5)
+    saver._saved_at, saver._saved_step = 0.0, 0  # on_train_start's, without taking the test's signals
+    for step in range(1, 11):
+        clock[0], trainer.global_step = 100.0 * step, step
+        saver.on_train_batch_end(trainer, None, None, None, step - 1)
+    assert written == [3, 6, 9] and (tmp_path / "last.ckpt").read_text() == "9"
+    assert not list(tmp_path.glob(".last.ckpt*"))

@@ -9,6 +9,7 @@ import torch
 
 from conftest import assert_user_error, run, shipped_style
 from impasto.checkpoint import load_style
+from impasto.formats import CONTAINERS
 from impasto.images import to_tensor
 from impasto.inference import Stylizer
 from impasto.video import FrameTimes, read_frames, stylize_video
@@ -266,3 +267,23 @@ def test_flicker_py_reports_every_style_on_every_video(tmp_path, clip, tiny_ckpt
     assert all(r["input"] > 0 and r["output"] >= 0 for r in rows)
     assert_user_error(run("scripts/flicker.py", str(tmp_path / "none.mp4"), "--ckpt", str(SHIPPED)), "does not exist")
     assert_user_error(run("scripts/flicker.py", str(clip), "--ckpt", str(SHIPPED), "--frames", "1"), "--frames")
+
+
+@pytest.mark.parametrize("suffix", sorted(CONTAINERS))
+def test_a_variable_frame_rate_keeps_every_frame_time_in_every_container_written(tmp_path, suffix):
+    """Frames at 0, 1, 3, 4, 7, 8 and 12 twelfths of a second (a phone's clip when the light drops) into .mov, .avi
+    and every other container impasto writes: the same times out, and the frames in their order."""
+    clip = tmp_path / "vfr.mp4"
+    with av.open(str(clip), "w") as out:
+        video = out.add_stream("libx264", rate=12, options={"qp": "0"})
+        video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        for i, pts in enumerate((0, 1, 3, 4, 7, 8, 12)):
+            frame = av.VideoFrame.from_ndarray(np.full((HEIGHT, WIDTH, 3), 30 * i, np.uint8), format="rgb24")
+            frame.pts = pts
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    stylize_video(lambda x: x, clip, tmp_path / f"out{suffix}")  # the identity, as a network
+    times, frames = frames_of(tmp_path / f"out{suffix}")
+    assert times == pytest.approx(frames_of(clip)[0], abs=1e-3) and len(times) == 7
+    levels = [f.mean().item() * 255 for f in frames]
+    assert all(abs(level - 30 * i) < 6 for i, level in enumerate(levels)), levels

@@ -4,6 +4,7 @@ read is a host sync, which drains the queue of launched work."""
 
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -43,11 +44,12 @@ class ResumableCheckpoints(Callback):
             self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame) -> None:
-        if self.stopped_by is not None:  # asked twice: stop now, as the signal would have without us
-            self._restore_handlers()
-            if signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            raise SystemExit(128 + signum)
+        if self.stopped_by is not None:  # asked twice: quit now, with the signal's code (Lightning would catch an
+            # exception here, and exit 1)
+            print(f"\n{signal.Signals(signum).name} again: quit mid-step; {self.path} holds step {self._saved_step}",
+                  file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            os._exit(128 + signum)
         self.stopped_by = signal.Signals(signum)
         print(f"\n{self.stopped_by.name}: stopping after this step to write a checkpoint "
               f"({'press Ctrl+C again' if signum == signal.SIGINT else 'send it again'} to quit at once)", flush=True)

@@ -1,7 +1,9 @@
 """Atomic file writes: a crash or a bad input never leaves a half-written or clobbered file behind."""
 
 import errno
+import glob
 import os
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +20,8 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         raise UserError(f"cannot write {path}: {through} is a file, not a folder")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+        remove_leftovers(path)
+        fd, tmp = tempfile.mkstemp(prefix=f"{temp_prefix(path)}{os.getpid()}.", suffix=path.suffix, dir=path.parent)
     except OSError as e:  # a path through a file, a folder nobody may write in
         raise UserError(f"cannot write {path}: {e.strerror or e}") from None
     os.close(fd)
@@ -37,6 +40,27 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def temp_prefix(path: Path) -> str:
+    """The start of `path`'s temporary files' names: hidden, and naming this machine (a process id is the next part)."""
+    return f".{path.stem}.{socket.gethostname()}-"
+
+
+def remove_leftovers(path: Path) -> None:
+    """Remove the temporary files of `path` that a killed writer on this machine left behind (its process is gone);
+    a live writer's stay."""
+    prefix = temp_prefix(path)
+    for leftover in path.parent.glob(f"{glob.escape(prefix)}*{glob.escape(path.suffix)}"):
+        pid = leftover.name[len(prefix):].split(".")[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            leftover.unlink(missing_ok=True)
+        except PermissionError:  # alive, another user's
+            pass
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,11 +19,20 @@ from .formats import IMAGE_SUFFIXES
 if TYPE_CHECKING:
     import torch
 
-MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # Pillow's decompression-bomb limit (89 megapixels), refused before decoding
+MAX_MEGAPIXELS = 200.0  # a photo over this is refused by its header, before decoding: --max-megapixels raises it
+Image.MAX_IMAGE_PIXELS = None  # impasto's own limit above replaces Pillow's (89 megapixels, with no way past it)
 SRGB_PROFILE = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 SRGB_ICC = SRGB_PROFILE.tobytes()  # once: the bytes carry their creation time
 JPEG_QUALITY = 95  # with 4:4:4 chroma: brush strokes are fine, coloured detail that 4:2:0 at Pillow's 75 smears
 EXIF_ORIENTATION = 0x0112
+
+
+class TooManyPixels(UserError):
+    """A picture over the pixel limit, by its header."""
+
+    def __init__(self, message: str, width: int, height: int):
+        super().__init__(message)
+        self.width, self.height = width, height
 
 
 @dataclass
@@ -64,13 +72,21 @@ def _to_srgb(image: Image.Image) -> Image.Image:
                                              renderingIntent=ImageCms.Intent.PERCEPTUAL)
         except (ImageCms.PyCMSError, OSError):
             pass  # a broken or mismatched profile: take the pixel values as they are, as most viewers do
-    return base.convert("RGB")
+    return base if base.mode == "RGB" else base.convert("RGB")
 
 
-def _open(source: str | os.PathLike | bytes, what: str, read, name: str = "upload"):
+def _upright(im: Image.Image) -> Image.Image:
+    """Decoded and turned as the camera's EXIF orientation says (phones store the sensor's rows and a rotation to
+    show them with); the image itself where there is nothing to turn: a copy of a large photo costs its size."""
+    im.load()
+    return ImageOps.exif_transpose(im) if im.getexif().get(EXIF_ORIENTATION, 1) != 1 else im
+
+
+def _open(source: str | os.PathLike | bytes, what: str, read, name: str = "upload",
+          max_megapixels: float | None = None):
     """read(opened image) for a file, or for bytes (an upload, called `name` in messages); or a one-line UserError:
-    missing, unreadable, truncated, or over MAX_PIXELS by its header (a decompression bomb), which is checked
-    before anything is decoded."""
+    missing, unreadable, truncated, or over `max_megapixels` (default MAX_MEGAPIXELS) by its header, which is
+    checked before anything is decoded (a small file can declare a huge picture)."""
     if isinstance(source, bytes):
         label, stream = name, io.BytesIO(source)
     else:
@@ -79,21 +95,21 @@ def _open(source: str | os.PathLike | bytes, what: str, read, name: str = "uploa
             raise UserError(f"{what} {label} does not exist: check the path")
         if label.is_dir():
             raise UserError(f"{what} {label} is a folder, not an image file")
+    limit = MAX_MEGAPIXELS if max_megapixels is None else max_megapixels
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(stream) as im:
-                return read(im)
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise UserError(f"{what} {label} declares more than {MAX_PIXELS / 1e6:.0f} megapixels: refused unread, as "
-                        "a possible decompression bomb") from None
+        with Image.open(stream) as im:
+            width, height = im.size
+            if width * height > limit * 1e6:
+                raise TooManyPixels(f"{what} {label} is {width}x{height}, {width * height / 1e6:.0f} megapixels, "
+                                    f"over the limit of {limit:g}, refused unread", width, height)
+            return read(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         reason = "truncated" if "truncated" in str(e) else e.__class__.__name__
         raise UserError(f"{what} {label} is not a readable image ({reason}): give a JPEG or PNG") from None
 
 
 def _read_photo(im: Image.Image) -> Photo:
-    im = ImageOps.exif_transpose(im)  # phones store the sensor's rows and a rotation to show them with
+    im = _upright(im)
     has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or im.mode == "P" and "transparency" in im.info
     alpha = im.convert("RGBA").getchannel("A") if has_alpha else None
     exif = im.getexif()
@@ -101,15 +117,17 @@ def _read_photo(im: Image.Image) -> Photo:
     return Photo(_to_srgb(im), alpha, exif.tobytes() if exif else None)
 
 
-def load_photo(source: str | os.PathLike | bytes, what: str = "input image", name: str = "upload") -> Photo:
-    """An image file, or its bytes, as a viewer shows it, for stylizing (see Photo); a UserError for a bad one."""
-    return _open(source, what, _read_photo, name)
+def load_photo(source: str | os.PathLike | bytes, what: str = "input image", name: str = "upload",
+               max_megapixels: float | None = None) -> Photo:
+    """An image file, or its bytes, as a viewer shows it, for stylizing (see Photo); a UserError for a bad one or
+    one over `max_megapixels` (default MAX_MEGAPIXELS)."""
+    return _open(source, what, _read_photo, name, max_megapixels)
 
 
 def load_image(path: str | os.PathLike, what: str = "image") -> Image.Image:
     """An image file as upright sRGB RGB (alpha and metadata dropped, unread: training loads many); a UserError for
     a bad file."""
-    return _open(path, what, lambda im: _to_srgb(ImageOps.exif_transpose(im)))
+    return _open(path, what, lambda im: _to_srgb(_upright(im)))
 
 
 def long_side_size(width: int, height: int, size: int | None = None, scale: float | None = None) -> tuple[int, int]:

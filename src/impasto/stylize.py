@@ -35,6 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     size = p.add_mutually_exclusive_group()
     size.add_argument("--size", type=int, help="resize so the longer side has SIZE pixels (default: input size)")
     size.add_argument("--scale", type=float, help="resize by this factor (default: 1)")
+    p.add_argument("--max-megapixels", type=float, default=None,
+                   help="refuse photos larger than this, unread (default 200: a 108-megapixel phone photo passes; "
+                        "what does not fit in memory whole runs in tiles)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, …")
     p.add_argument("--precision", default="auto",
                    help="auto (bf16 on CPUs with AMX, where it is faster; fp32 elsewhere, CUDA included), fp32 or "
@@ -93,12 +96,23 @@ def refuse_overwrite(dst: Path, overwrite: bool) -> None:
         raise UserError(f"output {dst} exists: pass --overwrite to replace it")
 
 
+def read_photo(src: Path, args: argparse.Namespace):
+    """The input photo (from stdin for -), within --max-megapixels."""
+    from .images import TooManyPixels, load_photo
+
+    source = sys.stdin.buffer.read() if src == STDIO else src
+    try:
+        return load_photo(source, name="stdin", max_megapixels=args.max_megapixels)
+    except TooManyPixels as e:
+        raise UserError(f"{e}: pass --max-megapixels to raise the limit") from None
+
+
 def stylize_file(stylizer, src: Path, dst: Path, args: argparse.Namespace) -> tuple[str, tuple[int, int]]:
     """One image, as a viewer shows it (upright, in sRGB, its alpha and camera metadata kept); says how it ran, and
     the output's size."""
-    from .images import encode_image, load_photo, long_side_size, resize_long_side, save_atomic
+    from .images import encode_image, long_side_size, resize_long_side, save_atomic
 
-    photo = load_photo(sys.stdin.buffer.read(), name="stdin") if src == STDIO else load_photo(src)
+    photo = read_photo(src, args)
     width, height = long_side_size(*photo.rgb.size, args.size, args.scale)
     tile = stylizer.plan(src, width, height, args.tile)  # before the resize, which could be the first not to fit
     out = stylizer.stylize_pil(resize_long_side(photo.rgb, args.size, args.scale), tile)
@@ -201,7 +215,7 @@ def sheet(args: argparse.Namespace) -> None:
     from .artifacts import grid
     from .checkpoint import read_meta
     from .formats import SHIPPED_STYLES, painting_names
-    from .images import load_photo, resize_long_side, save_atomic, to_tensor
+    from .images import resize_long_side, save_atomic, to_tensor
     from .inference import load_stylizer
 
     if len(args.inputs) != 1 or args.output is None or args.output == "-":
@@ -210,7 +224,7 @@ def sheet(args: argparse.Namespace) -> None:
     refuse_overwrite(dst, args.overwrite)
     files = [find_style(args.ckpt)[0]] if args.ckpt else sorted(SHIPPED_STYLES.glob("*.safetensors"))
     styles = [(path, name) for path in files for name in painting_names(read_meta(path))]
-    photo = resize_long_side(load_photo(Path(args.inputs[0])).rgb, args.size or 512, args.scale)
+    photo = resize_long_side(read_photo(Path(args.inputs[0]), args).rgb, args.size or 512, args.scale)
     image = to_tensor(photo).unsqueeze(0)
     row, labels = [image], ["photo"]
     for path, painting in styles:
@@ -231,6 +245,8 @@ def main(argv: list[str] | None = None) -> None:
             raise UserError("--size and --scale must be positive (and --scale finite)")
         if args.batch <= 0:
             raise UserError(f"--batch must be positive, got {args.batch}")
+        if args.max_megapixels is not None and not 0 < args.max_megapixels < float("inf"):
+            raise UserError(f"--max-megapixels must be a positive number, got {args.max_megapixels}")
         if args.tile is not None and args.tile < 64:
             raise UserError(f"--tile must be 64 pixels or more, got {args.tile}")
         if not 0 <= args.strength <= 1:

@@ -164,8 +164,17 @@ def lr_schedule(cfg: DictConfig) -> CosineDecay | None:
     return CosineDecay(cfg.trainer.max_steps, cfg.optim.final_lr_fraction)
 
 
+def check_numbers(cfg: DictConfig, keys: tuple[str, ...]) -> None:
+    """A setting that must be a number and was given as text (optim.lr=abc) is one line, not a TypeError later."""
+    for key in keys:
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{key} must be a number, got {value!r}")
+
+
 def build(cfg: DictConfig) -> Run:
     """The data, the loss, the system and the trainer from the composed config."""
+    check_numbers(cfg, ("optim.lr", "optim.final_lr_fraction", "stability.weight", "stability.noise"))
     if not cfg.optim.lr > 0 or cfg.optim.lr == float("inf"):  # 0 would export the starting network as if trained
         raise UserError(f"optim.lr must be a positive number, got {cfg.optim.lr}")
     for key in ("batch_size", "size"):

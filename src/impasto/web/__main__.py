@@ -23,7 +23,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, …")
     p.add_argument("--precision", default="auto", help="auto, fp32 or bf16, as in stylize.py")
     p.add_argument("--max-upload-mb", type=float, default=40, help="the largest photo accepted (default 40 MB)")
-    return p.parse_args(argv)
+    p.add_argument("--max-megapixels", type=float, default=50,
+                   help="the largest photo accepted, decoded (default 50 megapixels: about 150 MB while it is kept)")
+    args = p.parse_args(argv)
+    for flag in ("max_upload_mb", "max_megapixels"):
+        if not 0 < getattr(args, flag) < float("inf"):
+            p.error(f"--{flag.replace('_', '-')} must be a positive number")
+    return args
 
 
 def style_folders(args: argparse.Namespace) -> list[Path]:
@@ -57,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         shown = f"[{host}]" if ":" in host else host
         print(f"impasto: {len(library.styles)} style(s) on {library.device}; open http://{shown}:{port}/ "
               "(Ctrl+C stops)", file=sys.stderr, flush=True)
-    config = uvicorn.Config(create_app(library, args.max_upload_mb), log_level="warning")
+    config = uvicorn.Config(create_app(library, args.max_upload_mb, args.max_megapixels), log_level="warning")
     uvicorn.Server(config).run(sockets=[listener])
 
 

@@ -4,19 +4,26 @@ A photo is uploaded once (POST /api/photos, the file's bytes as the body) and ke
 stylization (POST /api/stylize) names the photo, a style (and, for a painting of a file of several, another of its
 paintings to blend with, and that one's weight), the strength and the colour choice; the network's output
 is kept too, so that moving the strength or the colour choice only remixes it, which takes a fraction of a pass.
-Passes run one at a time, in a worker thread: a second user waits for the first, and the memory plan (whole pass or
-tiles) holds for each.
+Memory is bounded by pixels as well as bytes: a photo over the server's megapixel limit is refused by its header,
+unread; at most UPLOADS are read and decoded at once, the rest wait unread; a photo is kept as the bytes it came in
+(decoding it again costs far less than a pass) and outputs within a pixel budget; passes run one at a time and at
+most QUEUED wait (the next is told to try again), each holding nothing until its turn; a photo over
+WHOLE_PASS_MEGAPIXELS runs in tiles. A forgotten photo is answered 410, and the page sends it again.
 """
 
+import asyncio
 import json
 import secrets
 import sys
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from importlib import resources
+from urllib.parse import unquote
 
 import torch
+from PIL import Image
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -25,25 +32,47 @@ from starlette.routing import Route
 
 from ..errors import UserError
 from ..runtime import describe
+from ..tiling import DEFAULT_TILE
 from .library import StyleLibrary
 
-KEPT_PHOTOS = 8  # uploads kept, the oldest forgotten first
-KEPT_OUTPUTS = 3  # network outputs, with their inputs, kept for remixing: 216 MB at 12 megapixels
+KEPT_PHOTOS, KEPT_PHOTO_MB = 32, 256  # uploads kept, as sent, the oldest forgotten first
+KEPT_OUTPUTS, KEPT_OUTPUT_MEGAPIXELS = 3, 40  # outputs and their inputs kept for remixing (fp16: 12 bytes a pixel)
+UPLOADS = 2  # uploads read and decoded at once
+QUEUED = 3  # passes waiting behind the running one
+WHOLE_PASS_MEGAPIXELS = 4  # larger photos run in tiles: the same result, in a bounded memory
 
 
 class TooLarge(Exception):
     pass
 
 
+class Busy(Exception):
+    pass
+
+
+class Forgotten(UserError):
+    pass
+
+
+@dataclass
+class Upload:
+    data: bytes
+    name: str
+    width: int
+    height: int
+
+
 class LRU(OrderedDict):
-    def __init__(self, capacity: int):
+    """At most `capacity` entries and `budget` of their `weight` (the newest is kept even alone over it)."""
+
+    def __init__(self, capacity: int, budget: float = float("inf"), weight=lambda value: 0):
         super().__init__()
-        self.capacity = capacity
+        self.capacity, self.budget, self.weight = capacity, budget, weight
 
     def put(self, key, value) -> None:
         self[key] = value
         self.move_to_end(key)
-        while len(self) > self.capacity:
+        while len(self) > 1 and (len(self) > self.capacity or sum(map(self.weight, self.values())) > self.budget):
             self.popitem(last=False)
 
     def find(self, key):
@@ -58,9 +87,12 @@ def error(message: str, status: int = 400) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def create_app(library: StyleLibrary, max_upload_mb: float = 40) -> Starlette:
-    photos, outputs = LRU(KEPT_PHOTOS), LRU(KEPT_OUTPUTS)
+def create_app(library: StyleLibrary, max_upload_mb: float = 40, max_megapixels: float = 50) -> Starlette:
+    photos = LRU(KEPT_PHOTOS, KEPT_PHOTO_MB * 2**20, lambda upload: len(upload.data))
+    outputs = LRU(KEPT_OUTPUTS, KEPT_OUTPUT_MEGAPIXELS * 1e6, lambda kept: kept[0].shape[-1] * kept[0].shape[-2])
     cache_lock, compute_lock = threading.Lock(), threading.Lock()
+    queue = threading.BoundedSemaphore(QUEUED + 1)
+    uploads = asyncio.Semaphore(UPLOADS)
     max_bytes = int(max_upload_mb * 2**20)
     page = resources.files(__package__).joinpath("static", "index.html").read_text(encoding="utf-8")
 
@@ -73,6 +105,7 @@ def create_app(library: StyleLibrary, max_upload_mb: float = 40) -> Starlette:
                         "blends_with": library.partners(s.name)} for s in library.styles.values()],
             "device": describe(library.device, library.dtype),
             "max_upload_mb": max_upload_mb,
+            "max_megapixels": max_megapixels,
         })
 
     async def thumbnail(request: Request) -> Response:
@@ -98,57 +131,83 @@ def create_app(library: StyleLibrary, max_upload_mb: float = 40) -> Starlette:
         return bytes(body)
 
     async def upload(request: Request) -> Response:
-        from ..images import load_photo
+        from ..images import TooManyPixels, load_photo
 
-        name = request.headers.get("x-filename") or "the upload"
-        try:
-            data = await read_body(request)
-        except TooLarge:
-            return error(f"{name} is larger than the upload limit of {max_upload_mb:g} MB", 413)
-        if not data:
-            return error("the upload is empty: choose a photo")
-        try:
-            photo = await run_in_threadpool(load_photo, data, "photo", name)
-        except UserError as e:
-            return error(str(e), 422)
+        # The page sends the name percent-encoded: a header carries Latin-1 only.
+        name = unquote(request.headers.get("x-filename", "")) or "the upload"
+        async with uploads:
+            try:
+                data = await read_body(request)
+            except TooLarge:
+                return error(f"{name} is larger than the upload limit of {max_upload_mb:g} MB", 413)
+            if not data:
+                return error("the upload is empty: choose a photo")
+            try:
+                photo = await run_in_threadpool(load_photo, data, "photo", name, max_megapixels)
+            except TooManyPixels as e:
+                return error(f"{name} is {e.width}x{e.height}, {e.width * e.height / 1e6:.0f} megapixels: this server "
+                             f"takes photos up to {max_megapixels:g} megapixels", 413)
+            except UserError as e:
+                return error(str(e), 422)
+        width, height = photo.rgb.size
+        del photo
         photo_id = secrets.token_urlsafe(12)
         with cache_lock:
-            photos.put(photo_id, photo)
-        width, height = photo.rgb.size
+            photos.put(photo_id, Upload(data, name, width, height))
         return JSONResponse({"id": photo_id, "width": width, "height": height})
 
     def render(photo_id: str, style: str, strength: float, keep_colors: bool, size: int | None,
                blend: tuple[str, float] | None = None) -> tuple[bytes, dict]:
-        from ..images import encode_image, long_side_size, resize_long_side, to_pil, to_tensor
+        from ..images import encode_image, load_photo, long_side_size, resize_long_side, to_pil, to_tensor
 
         with cache_lock:
-            photo = photos.find(photo_id)
-        if photo is None:
-            raise UserError("this photo is no longer kept on the server: upload it again")
+            upload = photos.find(photo_id)
+        if upload is None:
+            raise Forgotten("this photo is no longer kept on the server: upload it again")
         stylizer = library.stylizer(style, blend)
-        start = time.perf_counter()
-        if size is not None and size >= max(photo.rgb.size):  # a size on the page caps; it never enlarges
+        if size is not None and size >= max(upload.width, upload.height):  # a size on the page caps; never enlarges
             size = None
-        width, height = long_side_size(*photo.rgb.size, size)
-        tile = stylizer.plan("the photo", width, height)
+        width, height = long_side_size(upload.width, upload.height, size)
+        tile = DEFAULT_TILE if width * height > WHOLE_PASS_MEGAPIXELS * 1e6 else None
+        try:
+            tile = stylizer.plan("the photo", width, height, tile)
+        except UserError:
+            raise UserError(f"the photo at {width}x{height} does not fit in this server's memory: choose a smaller "
+                            "size") from None
         key = (photo_id, style, blend, width, height)
         with cache_lock:
             kept = outputs.find(key)
         how = "remixed" if kept is not None else f"in {tile}-pixel tiles" if tile else "in one pass"
+        waited = 0.0
         if kept is None:
-            image = to_tensor(resize_long_side(photo.rgb, size)).unsqueeze(0)
-            with compute_lock:
-                kept = image, stylizer.raw(image, tile).half()
+            if not queue.acquire(blocking=False):
+                raise Busy
+            try:
+                arrived = time.perf_counter()
+                with compute_lock:
+                    waited = time.perf_counter() - arrived
+                    start = time.perf_counter()
+                    photo = load_photo(upload.data, "photo", upload.name, max_megapixels)
+                    image = to_tensor(resize_long_side(photo.rgb, size)).unsqueeze(0)
+                    alpha = photo.alpha and photo.alpha.resize((width, height), Image.Resampling.LANCZOS)
+                    del photo
+                    kept = image.half(), stylizer.raw(image, tile).half(), alpha
+                    del image
+            finally:
+                queue.release()
             with cache_lock:
                 outputs.put(key, kept)
-        image, raw = kept
+        else:
+            start = time.perf_counter()
+        image, raw, alpha = kept
         with torch.inference_mode():
-            out = stylizer.finish(raw.float(), image, keep_colors=keep_colors, strength=strength)
-        fmt = "PNG" if photo.alpha is not None else "JPEG"
-        data = encode_image(to_pil(out[0]), fmt, alpha=photo.alpha)
+            out = stylizer.finish(raw.float(), image.float(), keep_colors=keep_colors, strength=strength)
+        fmt = "PNG" if alpha is not None else "JPEG"
+        data = encode_image(to_pil(out[0]), fmt, alpha=alpha)
         seconds = time.perf_counter() - start
+        queued = f" after {waited:.1f} s in the queue" if waited >= 0.1 else ""
         return data, {"Content-Type": f"image/{fmt.lower()}",
-                      "X-Impasto-Note": f"{width}x{height}, {how}, {seconds:.1f} s, on {stylizer.describe()}"}
+                      "X-Impasto-Note": f"{width}x{height}, {how}, {seconds:.1f} s{queued}, on {stylizer.describe()}"}
 
     async def stylize(request: Request) -> Response:
         try:
@@ -166,8 +225,12 @@ def create_app(library: StyleLibrary, max_upload_mb: float = 40) -> Starlette:
             return error(f"size must be 16 pixels or more, got {size}")
         try:
             data, headers = await run_in_threadpool(render, photo_id, style, strength, keep_colors, size, blend)
+        except Forgotten as e:  # the page uploads it again by itself
+            return error(str(e), 410)
         except UserError as e:
             return error(str(e), 422)
+        except Busy:
+            return error("the server is busy with other photos: try again in a moment", 503)
         except (MemoryError, torch.cuda.OutOfMemoryError):  # beyond the plan's estimate
             return error("out of memory: choose a smaller size", 507)
         return Response(data, headers=headers)
