@@ -1,6 +1,6 @@
-"""Stylize photos: python stylize.py --ckpt checkpoints/starry_night.safetensors photo.jpg -o out.jpg"""
+"""Stylize photos: python stylize.py --style starry_night photo.jpg -o out.jpg"""
 
-from impasto.stylize import main
+from impasto.cli.stylize import main
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,6 @@
 """Train a style: python train.py style=starry_night [overrides]. See README.md and conf/train.yaml."""
 
-from impasto.commands import train
+from impasto.cli.train import main
 
 if __name__ == "__main__":
-    train()
+    main()

@@ -1,13 +1,13 @@
 """Benchmarks; each prints one JSON line. Run them on the GPU (through the device tool), never as unit tests.
 
-  python scripts/bench.py optimize [--size 512 --steps 1000]  Gatys L-BFGS, eager fp32 and CUDA-graphed fp32 and bf16:
+  python scripts/bench.py gatys [--size 512 --steps 1000]  Gatys L-BFGS, eager fp32 and CUDA-graphed fp32 and bf16:
                                                              wall s with start-up, its phases and the final loss
   python scripts/bench.py train [--batches 4,16,64,128 --photos DIR --compile --peer]  train.py's own step (its
                       Trainer and StyleTransferSystem): images/s, peak memory, TFLOP/s, the Johnson recipe's projected
                       time, synthetic data on the device and real photos; fp32 against the fast path's loss after N
                       steps; with --peer, pytorch/examples' step beside it in turns (on a CPU: --device cpu
                       --batches 4 --quality-steps 0 --peer)
-  python scripts/bench.py stylize [--ckpt C --modes fp32,bf16+cl+compile --video CLIP]  stylize.py's own pass per
+  python scripts/bench.py stylize [--style S --modes fp32,bf16+cl+compile --video CLIP]  stylize.py's own pass per
                       mode: images/s at 512x512, 1080p and 4K, batch 1 and the best batch, peak memory, PSNR from
                       the first mode, and a clip's end-to-end frames/s
   python scripts/bench.py data --photos DIR [--workers-list 0,1,2,4,8]  train.py's DataLoader alone on real
@@ -39,12 +39,12 @@ from impasto.runtime import pick_device, sync
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# the reference (eager fp32, optimize.py's default on CUDA) and the candidate fast paths
-OPTIMIZE_MODES = {"fp32": ["precision=fp32"], "fp32_graph": ["precision=fp32", "cuda_graph=true"],
+# the reference (eager fp32, impasto-gatys's default on CUDA) and the candidate fast paths
+GATYS_MODES = {"fp32": ["precision=fp32"], "fp32_graph": ["precision=fp32", "cuda_graph=true"],
                   "bf16_graph": ["precision=bf16", "cuda_graph=true"]}
 
 
-def bench_optimize(args) -> dict:
+def bench_gatys(args) -> dict:
     """Each mode in its own process, timed from launch to exit: start-up counts, as a user sees it."""
     from impasto import ASSETS
     from impasto.runtime import autocast_dtype, pick_device
@@ -52,16 +52,16 @@ def bench_optimize(args) -> dict:
     content = ASSETS / "preview" / "chelsea.jpg"
     device = pick_device(args.device)
     auto = "bf16" if autocast_dtype("auto", device) else "fp32"
-    result = {"bench": "optimize", "size": args.size, "steps": args.steps, "content": content.name,
+    result = {"bench": "gatys", "size": args.size, "steps": args.steps, "content": content.name,
               "style": "starry_night", "auto_picks": auto}
     with tempfile.TemporaryDirectory() as tmp:
-        for mode, options in OPTIMIZE_MODES.items():
+        for mode, options in GATYS_MODES.items():
             if "cuda_graph=true" in options and device.type != "cuda":
                 result[mode] = "not run: CUDA graphs need a CUDA device"
                 continue
             metrics = Path(tmp) / f"{mode}.json"
             start = time.perf_counter()
-            run = subprocess.run([sys.executable, str(ROOT / "scripts" / "optimize.py"), f"content={content}",
+            run = subprocess.run([sys.executable, "-m", "impasto.cli.gatys", f"content={content}",
                                   f"size={args.size}", f"steps={args.steps}", *options, f"device={args.device}",
                                   "log_every_n_steps=0", f"output={tmp}/{mode}.png", f"metrics={metrics}",
                                   f"hydra.run.dir={tmp}/{mode}"],
@@ -137,7 +137,7 @@ def fit_and_time(overrides: list[str], steps: int, warmup: int, synthetic_batch:
                  tmp: str) -> tuple[dict, pl.LightningModule]:
     """Build the run as train.py does, fit `steps` steps, and time those after the warm-up; the timings and the
     trained system."""
-    from impasto.train import build
+    from impasto.training.run import build
 
     cfg = train_config([*overrides, f"trainer.max_steps={steps}", "log.preview_every_n_steps=0",
                         "trainer.enable_progress_bar=false", "trainer.checkpoint_every_n_steps=0",
@@ -251,7 +251,7 @@ def time_peer_and_ours(args, common: list[str], device: torch.device, tmp: str) 
 def bench_data(args) -> dict:
     """train.py's DataLoader alone, as train.build makes it for data=folder: crops/s with each number of workers,
     and with none, the CPU cost of one crop (decode, resize, crop, flip, tensor) in the main process."""
-    from impasto.data import ImageDataModule, build_train_dataset
+    from impasto.training.data import ImageDataModule, build_train_dataset
 
     if not args.photos:
         raise SystemExit("bench.py data needs --photos DIR")
@@ -280,18 +280,18 @@ def bench_data(args) -> dict:
 STYLIZE_SIZES = {"512": (512, 512), "1080p": (1920, 1080), "4k": (3840, 2160)}
 
 
-def stylize_mode(net, device, mode: str, ckpt: str | None, tmp: str):
+def stylize_mode(net, device, mode: str, style: str | None, tmp: str):
     """A Stylizer for a mode named like bf16+cl+compile (a precision, then channels_last and torch.compile), or onnx:
-    the --ckpt style exported to ONNX and run by onnxruntime on the CPU."""
+    the --style style exported to ONNX and run by onnxruntime on the CPU."""
     from impasto.inference import Stylizer
     from impasto.runtime import autocast_dtype
 
     if mode == "onnx":
         from impasto.onnx_style import OnnxStyle, export_onnx
 
-        if device.type != "cpu" or not ckpt:
-            raise SystemExit("the onnx mode needs --device cpu and a --ckpt to export")
-        path, painting = find_style(ckpt)
+        if device.type != "cpu" or not style:
+            raise SystemExit("the onnx mode needs --device cpu and a --style to export")
+        path, painting = find_style(style)
         style = OnnxStyle(export_onnx(path, Path(tmp) / "style.onnx", overwrite=True, painting=painting))
         return lambda batch: torch.from_numpy(style.run(batch.numpy()))
     precision, *options = mode.split("+")
@@ -305,21 +305,21 @@ def bench_stylize(args) -> dict:
     import copy
 
     from impasto import ASSETS
-    from impasto.checkpoint import open_style
     from impasto.images import load_image, to_tensor
+    from impasto.style import open_style
     from impasto.transformer import TransformerNet
 
     device = pick_device(args.device)
-    base = open_style(args.ckpt, device)[0] if args.ckpt else TransformerNet().to(device).eval()
+    base = open_style(args.style, device)[0] if args.style else TransformerNet().to(device).eval()
     sizes = {name: STYLIZE_SIZES.get(name) or (int(name), int(name)) for name in args.sizes.split(",")}
     psnr_size = "1080p" if "1080p" in sizes else next(iter(sizes))
     photo = to_tensor(load_image(ASSETS / "preview" / "chelsea.jpg").resize(sizes[psnr_size])).unsqueeze(0)
     result = {"bench": "stylize", "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-              "ckpt": args.ckpt, "modes": {}}
+              "style": args.style, "modes": {}}
     reference = None
     with tempfile.TemporaryDirectory() as tmp:  # the onnx mode's export
         for mode in args.modes.split(","):
-            stylizer = stylize_mode(copy.deepcopy(base), device, mode, args.ckpt, tmp)
+            stylizer = stylize_mode(copy.deepcopy(base), device, mode, args.style, tmp)
             row: dict = {}
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
@@ -365,14 +365,14 @@ def bench_startup(args) -> dict:
     from impasto.onnx_style import export_onnx
 
     photo = ROOT / "src" / "impasto" / "assets" / "preview" / "chelsea.jpg"
-    ckpt = args.ckpt or "starry_night"
+    style = args.style or "starry_night"
     timings = {}
     with tempfile.TemporaryDirectory() as tmp:
-        path, painting = find_style(ckpt)
+        path, painting = find_style(style)
         onnx = export_onnx(path, Path(tmp) / "style.onnx", painting=painting)
         first = [str(photo), "--size", "512", "-o", str(Path(tmp) / "out.jpg"), "--overwrite"]
-        commands = {"help_s": ["--help"], "first_512_photo_s": ["--ckpt", ckpt, "--device", "cpu", *first],
-                    "first_512_photo_onnx_s": ["--ckpt", str(onnx), *first]}
+        commands = {"help_s": ["--help"], "first_512_photo_s": ["--style", style, "--device", "cpu", *first],
+                    "first_512_photo_onnx_s": ["--style", str(onnx), *first]}
         for name, command in commands.items():
             runs = []
             for _ in range(args.iters):
@@ -455,7 +455,7 @@ def bench_web(args) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["optimize", "train", "stylize", "data", "startup", "web"])
+    p.add_argument("what", choices=["gatys", "train", "stylize", "data", "startup", "web"])
     p.add_argument("--device", default="auto")
     p.add_argument("--size", type=int, default=None)
     p.add_argument("--steps", type=int, default=1000)
@@ -469,7 +469,7 @@ def main() -> None:
     p.add_argument("--peer", action="store_true",
                    help="train: time pytorch/examples' training step (scripts/peer.py) beside train.py's")
     p.add_argument("--repeats", type=int, default=2, help="train --peer: rounds of ours then the peer's")
-    p.add_argument("--ckpt", default=None)
+    p.add_argument("--style", default=None, help="stylize, startup: a style by name or file")
     p.add_argument("--precision", default="auto", help="train: auto, fp32 or bf16")
     p.add_argument("--compile", action="store_true", help="train: torch.compile the transformer and the VGG")
     p.add_argument("--modes", default="fp32,bf16,bf16+cl,bf16+cl+compile,bf16+cl+graphs",
@@ -488,8 +488,8 @@ def main() -> None:
     args.batches = [int(b) for b in args.batches.split(",")]
     args.stylize_batches = [int(b) for b in args.frame_batches.split(",")]
     args.workers_list = [int(w) for w in args.workers_list.split(",")]
-    args.size = args.size or {"optimize": 512, "train": 256, "data": 256}.get(args.what)
-    bench = {"optimize": bench_optimize, "train": bench_train, "stylize": bench_stylize, "data": bench_data,
+    args.size = args.size or {"gatys": 512, "train": 256, "data": 256}.get(args.what)
+    bench = {"gatys": bench_gatys, "train": bench_train, "stylize": bench_stylize, "data": bench_data,
              "startup": bench_startup, "web": bench_web}[args.what]
     print(json.dumps(bench(args)))
 

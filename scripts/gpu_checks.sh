@@ -8,7 +8,7 @@
 #   train          bench.py train: train.py's own step at batch 16 and 64, synthetic and on PHOTOS, and the fp32
 #                  against fast-path loss after 200 steps
 #   train_compile  the same with --compile, at batch 64 and 128
-#   optimize       bench.py optimize: Gatys 512², 1,000 L-BFGS steps, eager and CUDA-graphed
+#   gatys          bench.py gatys: Gatys 512², 1,000 L-BFGS steps, eager and CUDA-graphed
 #   gpu_tests      pytest -m gpu
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +25,7 @@ run() {  # name, time limit in seconds, then the command; a failure or a timeout
     [ $rc -eq 0 ] || echo "{\"failed\": \"$name\", \"rc\": $rc}" >> "$out/$name.json"
     tail -n 1 "$out/$name.json" >&2
 }
-for check in "${@:-stylize train optimize gpu_tests}"; do
+for check in "${@:-stylize train gatys gpu_tests}"; do
     for name in $check; do
         case $name in
             stylize) run stylize 240 python3 scripts/bench.py stylize --ckpt starry_night \
@@ -34,9 +34,9 @@ for check in "${@:-stylize train optimize gpu_tests}"; do
                        --warmup 20 --iters 50 --quality-steps 200 ;;
             train_compile) run train_compile 300 python3 scripts/bench.py train --compile --batches 64,128 --warmup 30 \
                                --iters 50 --quality-steps 0 ;;
-            optimize) run optimize 150 python3 scripts/bench.py optimize ;;
+            gatys) run gatys 150 python3 scripts/bench.py gatys ;;
             gpu_tests) run gpu_tests 120 python3 -m pytest -q -m gpu ;;
-            *) echo "unknown check $name: stylize, train, train_compile, optimize, gpu_tests" >&2; exit 2 ;;
+            *) echo "unknown check $name: stylize, train, train_compile, gatys, gpu_tests" >&2; exit 2 ;;
         esac
     done
 done

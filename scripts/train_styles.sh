@@ -31,7 +31,7 @@ for style in "$@"; do
         || { echo "$style: training failed, see $out/logs/$style.train.log" >&2; continue; }
     echo "{\"style\": \"$style\", \"train_seconds\": $(( $(date +%s) - start ))}" >> "$out/train_times.jsonl"
     # shellcheck disable=SC2086  # COMPARE is a list of options
-    python3 scripts/compare.py --ckpt "$out/styles/$style.safetensors" "$out/heldout" ${COMPARE:---size 512 --steps 50,100,500} \
+    python3 impasto-compare --ckpt "$out/styles/$style.safetensors" "$out/heldout" ${COMPARE:---size 512 --steps 50,100,500} \
         --out-dir "$out/compare/$style" > "$out/logs/$style.compare.log" 2>&1 \
         || echo "$style: compare failed, see $out/logs/$style.compare.log" >&2
     tail -n 8 "$out/logs/$style.compare.log" >&2

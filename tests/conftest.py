@@ -23,14 +23,20 @@ def pytest_collection_modifyitems(config, items):
 
 @functools.cache
 def shipped_style(name: str = "starry_night") -> Path:
-    """One shipped painting as a style file of its own (scripts/export.py's extraction), in a folder of the test
+    """One shipped painting as a style file of its own (impasto-export's extraction), in a folder of the test
     session's: what a user's one-painting file is."""
-    from impasto.checkpoint import extract, load_style, save_style
     from impasto.formats import find_style
+    from impasto.style import extract, load_style, save_style
 
     path, painting = find_style(name)
     folder = Path(tempfile.mkdtemp(prefix="impasto-shipped-"))
     return save_style(folder / f"{name}.safetensors", *extract(*load_style(path), painting or name))
+
+
+def cli(command: str, *args: str, **options) -> subprocess.CompletedProcess:
+    """Run an impasto command (gatys, compare, export, flicker, artifacts) as its console command impasto-<command>
+    runs it."""
+    return run("-m", f"impasto.cli.{command}", *args, **options)
 
 
 def run(*args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -64,7 +70,7 @@ def tiny_ckpt(tmp_path) -> Path:
     """An untrained, tiny style checkpoint: enough for stylize.py's argument and file handling."""
     from omegaconf import OmegaConf
 
-    from impasto.checkpoint import save_style
+    from impasto.style import save_style
     from impasto.transformer import TransformerConfig, TransformerNet
 
     net = TransformerNet(TransformerConfig(widths=(4, 8, 8), residual_blocks=1))

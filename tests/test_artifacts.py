@@ -5,8 +5,8 @@ import json
 import torch
 from PIL import Image
 
-from conftest import assert_user_error, run
-from impasto.artifacts import dark_blob, edge_line, edge_sides
+from conftest import assert_user_error, cli, run
+from impasto.cli.artifacts import dark_blob, edge_line, edge_sides
 
 
 def textured(size: int = 128) -> torch.Tensor:
@@ -38,7 +38,7 @@ def test_edge_line_finds_a_line_along_a_border_but_not_the_photos_own_frame():
 
 
 def test_the_cli_reports_every_size_and_writes_a_grid(tmp_path, photo, tiny_ckpt):
-    result = run("scripts/artifacts.py", "--ckpt", str(tiny_ckpt), str(photo), "--sizes", "32,64",
+    result = cli("artifacts", "--style", str(tiny_ckpt), str(photo), "--sizes", "32,64",
                  "--out-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -53,7 +53,7 @@ def test_the_cli_reports_every_size_and_writes_a_grid(tmp_path, photo, tiny_ckpt
 
 def test_the_gallery_puts_each_photo_beside_each_style_and_keeps_an_existing_grid(tmp_path, photo, tiny_ckpt):
     out = tmp_path / "gallery.png"
-    args = ("scripts/gallery.py", str(photo), str(photo), "--ckpt", str(tiny_ckpt), "--ckpt", "starry_night",
+    args = ("scripts/gallery.py", str(photo), str(photo), "--style", str(tiny_ckpt), "--style", "starry_night",
             "--size", "40", "--tile", "50", "-o", str(out))
     result = run(*args)
     assert result.returncode == 0, result.stderr[-2000:]

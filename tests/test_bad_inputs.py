@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import assert_user_error, run
+from conftest import assert_user_error, cli, run
 
 
 def test_style_image_missing(tmp_path):
@@ -40,12 +40,12 @@ def test_existing_export_is_not_overwritten(tmp_path):
 def test_ckpt_that_is_not_an_impasto_checkpoint(tmp_path, photo):
     other = tmp_path / "model.safetensors"
     save_file({"w": torch.zeros(1)}, str(other))
-    assert_user_error(run("stylize.py", "--ckpt", str(other), str(photo), "-o", str(tmp_path / "o.png")),
-                      "model.safetensors", "not an impasto style checkpoint")
+    assert_user_error(run("stylize.py", "--style", str(other), str(photo), "-o", str(tmp_path / "o.png")),
+                      "model.safetensors", "not an impasto style")
 
 
 def test_missing_input_image(tmp_path, tiny_ckpt):
-    assert_user_error(run("stylize.py", "--ckpt", str(tiny_ckpt), str(tmp_path / "missing.jpg"), "-o",
+    assert_user_error(run("stylize.py", "--style", str(tiny_ckpt), str(tmp_path / "missing.jpg"), "-o",
                           str(tmp_path / "o.png")), "missing.jpg", "does not exist")
 
 
@@ -53,13 +53,13 @@ def test_output_is_never_overwritten_without_asking(tmp_path, photo, tiny_ckpt):
     ckpt = tiny_ckpt
     out = tmp_path / "out.png"
     out.write_bytes(b"keep me")
-    assert_user_error(run("stylize.py", "--ckpt", str(ckpt), str(photo), "-o", str(out)), "out.png", "--overwrite")
+    assert_user_error(run("stylize.py", "--style", str(ckpt), str(photo), "-o", str(out)), "out.png", "--overwrite")
     assert out.read_bytes() == b"keep me"
-    assert_user_error(run("stylize.py", "--ckpt", str(ckpt), str(photo), "-o", str(photo)), "is the input itself")
+    assert_user_error(run("stylize.py", "--style", str(ckpt), str(photo), "-o", str(photo)), "is the input itself")
 
 
 def test_unknown_precision(tmp_path, photo, tiny_ckpt):
-    assert_user_error(run("stylize.py", "--ckpt", str(tiny_ckpt), str(photo), "-o", str(tmp_path / "o.png"),
+    assert_user_error(run("stylize.py", "--style", str(tiny_ckpt), str(photo), "-o", str(tmp_path / "o.png"),
                           "--precision", "fp8"), "fp8", "auto, fp32 or bf16")
     assert not (tmp_path / "o.png").exists()
 
@@ -67,7 +67,7 @@ def test_unknown_precision(tmp_path, photo, tiny_ckpt):
 def test_a_size_that_cannot_fit_in_memory_is_refused_up_front(tmp_path, photo, tiny_ckpt):
     """Not left to the OS, which kills the process without a word once it runs out (an OOM kill, exit 137)."""
     out = tmp_path / "huge.png"
-    result = run("stylize.py", "--ckpt", str(tiny_ckpt), str(photo), "-o", str(out), "--size", "1000000")
+    result = run("stylize.py", "--style", str(tiny_ckpt), str(photo), "-o", str(out), "--size", "1000000")
     assert_user_error(result, "photo.png", "1000000x", "GiB of cpu memory", "pass --size")
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     suggested = int(result.stderr.split("pass --size ")[1].split()[0])
@@ -118,20 +118,20 @@ def test_a_folder_with_bad_files_stylizes_every_good_one(tmp_path, tiny_ckpt):
     (photos / "p4b.jpg").write_text("a text file named .jpg, sorted among the photos")
     out.mkdir()
     (out / "p7.jpg").write_bytes(b"an earlier result")
-    result = run("stylize.py", "--ckpt", str(tiny_ckpt), str(photos), "--out-dir", str(out))
+    result = run("stylize.py", "--style", str(tiny_ckpt), str(photos), "--out-dir", str(out))
     assert result.returncode != 0 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 2 and "p4b.jpg" in errors[0] and "p7.jpg" in errors[1] and "--overwrite" in errors[1]
     assert "8 written, 2 skipped" in result.stderr.splitlines()[-1]
     assert sorted(p.name for p in out.iterdir()) == sorted(f"p{i}.jpg" for i in range(9))  # nothing partial
     assert (out / "p7.jpg").read_bytes() == b"an earlier result"
-    again = run("stylize.py", "--ckpt", str(tiny_ckpt), str(photos), "--out-dir", str(out), "--overwrite")
+    again = run("stylize.py", "--style", str(tiny_ckpt), str(photos), "--out-dir", str(out), "--overwrite")
     assert again.returncode != 0 and "9 written, 1 skipped" in again.stderr
 
 
 def test_non_finite_weights_are_neither_written_nor_read(tmp_path, photo):
-    from impasto.checkpoint import save_style
     from impasto.errors import UserError
+    from impasto.style import save_style
     from impasto.transformer import TransformerConfig, TransformerNet
 
     net = TransformerNet(TransformerConfig(widths=(4, 8, 8), residual_blocks=1))
@@ -144,14 +144,14 @@ def test_non_finite_weights_are_neither_written_nor_read(tmp_path, photo):
     metadata = {"format": "impasto-style", "format_version": "1",
                 "meta": '{"style": "broken", "steps": 1, "network": {"widths": [4, 8, 8], "residual_blocks": 1}}'}
     save_file(tensors, str(tmp_path / "broken.safetensors"), metadata=metadata)
-    assert_user_error(run("stylize.py", "--ckpt", str(tmp_path / "broken.safetensors"), str(photo), "-o",
+    assert_user_error(run("stylize.py", "--style", str(tmp_path / "broken.safetensors"), str(photo), "-o",
                           str(tmp_path / "o.png")), "broken.safetensors", "not finite", "diverged")
     assert not (tmp_path / "o.png").exists()
 
 
-def test_optimize_stops_on_a_non_finite_loss_and_writes_nothing(tmp_path, photo):
+def test_gatys_stops_on_a_non_finite_loss_and_writes_nothing(tmp_path, photo):
     out = tmp_path / "out.png"
-    result = run("scripts/optimize.py", f"content={photo}", "size=32", "steps=5", "solver=adam", "solver.lr=1e30",
+    result = cli("gatys", f"content={photo}", "size=32", "steps=5", "solver=adam", "solver.lr=1e30",
                  "log_every_n_steps=1", f"output={out}", f"hydra.run.dir={tmp_path / 'run'}", "style.size=64")
     assert_user_error(result, "not finite", "solver.lr")
     assert not out.exists()
@@ -161,7 +161,7 @@ def test_compare_stops_on_a_non_finite_loss(tmp_path, photo):
     from omegaconf import OmegaConf
 
     from conftest import ROOT
-    from impasto.checkpoint import save_style
+    from impasto.style import save_style
     from impasto.transformer import TransformerConfig, TransformerNet
 
     net = TransformerNet(TransformerConfig(widths=(4, 8, 8), residual_blocks=1))
@@ -171,7 +171,7 @@ def test_compare_stops_on_a_non_finite_loss(tmp_path, photo):
     loss = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "loss" / "gatys.yaml"))
     ckpt = save_style(tmp_path / "huge.safetensors", net, {"style": "huge", "steps": 1, "loss": loss,
                                                            "style_image": str(photo), "style_size": 64})
-    result = run("scripts/compare.py", "--ckpt", str(ckpt), str(photo), "--size", "32", "--steps", "2",
+    result = cli("compare", "--style", str(ckpt), str(photo), "--size", "32", "--steps", "2",
                  "--out-dir", str(tmp_path / "cmp"))
     assert_user_error(result, "photo.png, fast network", "not finite")
 
@@ -224,7 +224,7 @@ def test_training_numbers_that_cannot_train_and_checkpoints_that_cannot_resume_a
 
 @pytest.mark.parametrize("scale", ["nan", "inf", "-1", "0"])
 def test_a_scale_that_is_not_a_positive_finite_number_is_one_line(tmp_path, photo, scale):
-    result = run("stylize.py", "--ckpt", "starry_night", str(photo), "-o", str(tmp_path / "o.png"), "--scale", scale)
+    result = run("stylize.py", "--style", "starry_night", str(photo), "-o", str(tmp_path / "o.png"), "--scale", scale)
     assert_user_error(result, "--scale")
     assert not (tmp_path / "o.png").exists()
 
@@ -254,7 +254,7 @@ def test_a_full_disk_skips_each_output_it_cannot_write_and_leaves_no_partial_fil
     from conftest import ROOT
 
     with full_disk(tmp_path, 48) as disk:
-        result = run("stylize.py", "--ckpt", "udnie", str(ROOT / "src/impasto/assets/preview"), "--out-dir", str(disk),
+        result = run("stylize.py", "--style", "udnie", str(ROOT / "src/impasto/assets/preview"), "--out-dir", str(disk),
                      "--size", "256")
         errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
@@ -266,7 +266,7 @@ def test_a_full_disk_skips_each_output_it_cannot_write_and_leaves_no_partial_fil
         for image in disk.iterdir():  # every file there is whole, and nothing hidden is left behind
             assert not image.name.startswith("."), image
             Image.open(image).load()
-    through = run("stylize.py", "--ckpt", "udnie", str(ROOT / "src/impasto/assets/preview/chelsea.jpg"), "-o",
+    through = run("stylize.py", "--style", "udnie", str(ROOT / "src/impasto/assets/preview/chelsea.jpg"), "-o",
                   str(ROOT / "README.md" / "x.jpg"))
     assert_user_error(through, "README.md is a file, not a folder")
 
@@ -282,13 +282,13 @@ def test_a_cut_off_or_misshapen_style_file_is_one_line(tmp_path, photo):
     data = (SHIPPED_STYLES / "paintings.safetensors").read_bytes()
     cut = tmp_path / "cut.safetensors"
     cut.write_bytes(data[: len(data) // 2])
-    assert_user_error(run("stylize.py", "--ckpt", str(cut), "--style", "udnie", str(photo), "-o",
+    assert_user_error(run("stylize.py", "--style", str(cut), "--painting", "udnie", str(photo), "-o",
                           str(tmp_path / "a.png")), "cut short (truncated)")
     wrong = tmp_path / "wrong.safetensors"
     meta = {"style": "w", "steps": 0, "network": {"widths": [32, 64, 128], "residual_blocks": 5}}
     save_file({"stem.0.weight": torch.zeros(2)}, str(wrong),
               metadata={"format": "impasto-style", "format_version": "1", "meta": json.dumps(meta)})
-    assert_user_error(run("stylize.py", "--ckpt", str(wrong), str(photo), "-o", str(tmp_path / "b.png")),
+    assert_user_error(run("stylize.py", "--style", str(wrong), str(photo), "-o", str(tmp_path / "b.png")),
                       "not the weights of the network it describes")
     assert not (tmp_path / "a.png").exists() and not (tmp_path / "b.png").exists()
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from conftest import ROOT, run
-from impasto.train import resolve_precision
+from impasto.training.run import resolve_precision
 
 pytestmark = pytest.mark.slow  # trains or runs a script in a subprocess
 

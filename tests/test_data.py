@@ -8,7 +8,8 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image, ImageFile
 
-from impasto.data import (
+from impasto.errors import UserError
+from impasto.training.data import (
     EMBEDDED_PHOTOS,
     EndlessSampler,
     ImageDataModule,
@@ -16,7 +17,6 @@ from impasto.data import (
     build_train_dataset,
     load_preview,
 )
-from impasto.errors import UserError
 
 
 def data_cfg(**kw):
@@ -194,7 +194,7 @@ def test_split_photos_holds_out_every_nth_and_never_overwrites(tmp_path):
 def test_min_zoom_crops_a_part_of_the_photo_at_the_photos_own_scale():
     import random
 
-    from impasto.data import RandomScaleCrop
+    from impasto.training.data import RandomScaleCrop
 
     # a 64-pixel-wide gradient: a whole-photo crop spans it all; at min_zoom 2 a crop spans about half of it
     ramp = Image.fromarray(torch.linspace(0, 255, 64).round().byte().view(1, 64, 1).expand(64, 64, 3).numpy())

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import run
-from impasto.checkpoint import read_meta
+from impasto.style import read_meta
 
 pytestmark = pytest.mark.slow  # trains or runs a script in a subprocess
 

@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import run
+from conftest import cli, run
 
 pytestmark = pytest.mark.slow  # trains or runs a script in a subprocess
 
@@ -48,7 +48,7 @@ def test_lightning_checkpoint_is_resumable_and_has_no_vgg(trained):
     resumed = run("train.py", *TINY, "trainer.max_steps=6", f"ckpt_path={tmp / 'run' / 'checkpoints' / 'last.ckpt'}",
                   f"paths.checkpoint_dir={tmp / 'ck2'}", f"hydra.run.dir={tmp / 'run2'}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    from impasto.checkpoint import read_meta
+    from impasto.style import read_meta
 
     meta = read_meta(tmp / "ck2" / "starry_night.quickstart.safetensors")
     assert meta["steps"] == 6
@@ -58,20 +58,20 @@ def test_lightning_checkpoint_is_resumable_and_has_no_vgg(trained):
 
 def test_export_script_reproduces_the_trainings_export(trained, tmp_path):
     from conftest import assert_user_error
-    from impasto.checkpoint import load_style, read_meta
+    from impasto.style import load_style, read_meta
 
     tmp, _ = trained
     out = tmp_path / "again.safetensors"
-    result = run("scripts/export.py", str(tmp / "run" / "checkpoints" / "last.ckpt"), str(out))
+    result = cli("export", str(tmp / "run" / "checkpoints" / "last.ckpt"), str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     ours, theirs = load_style(out), load_style(tmp / "ck" / "starry_night.quickstart.safetensors")
     x = torch.rand(1, 3, 24, 24)
     torch.testing.assert_close(ours[0](x), theirs[0](x))
     assert {k: v for k, v in read_meta(out).items()} == theirs[1]
-    assert_user_error(run("scripts/export.py", str(tmp / "run" / "checkpoints" / "last.ckpt"), str(out)), "--overwrite")
-    assert_user_error(run("scripts/export.py", str(out), str(tmp_path / "x.safetensors")), "is a style file", "--style")
+    assert_user_error(cli("export", str(tmp / "run" / "checkpoints" / "last.ckpt"), str(out)), "--overwrite")
+    assert_user_error(cli("export", str(out), str(tmp_path / "x.safetensors")), "is a style file", "--painting")
     (tmp_path / "notes.ckpt").write_text("not a checkpoint")
-    assert_user_error(run("scripts/export.py", str(tmp_path / "notes.ckpt"), str(tmp_path / "x.safetensors")),
+    assert_user_error(cli("export", str(tmp_path / "notes.ckpt"), str(tmp_path / "x.safetensors")),
                       "not a train.py checkpoint")
 
 
@@ -80,11 +80,11 @@ def test_exported_style_stylizes_through_the_cli(trained, photo, tmp_path):
     ckpt = tmp / "ck" / "starry_night.quickstart.safetensors"
     assert ckpt.is_file() and ckpt.stat().st_size < 2_000_000
     out = tmp_path / "styled.png"
-    styled = run("stylize.py", "--ckpt", str(ckpt), str(photo), "-o", str(out))
+    styled = run("stylize.py", "--style", str(ckpt), str(photo), "-o", str(out))
     assert styled.returncode == 0, styled.stderr
     with Image.open(out) as im, Image.open(photo) as src:
         assert im.size == src.size
-    many = run("stylize.py", "--ckpt", str(ckpt), str(photo.parent), "--out-dir", str(tmp_path / "many"),
+    many = run("stylize.py", "--style", str(ckpt), str(photo.parent), "--out-dir", str(tmp_path / "many"),
                "--size", "20")
     assert many.returncode == 0, many.stderr
     with Image.open(tmp_path / "many" / photo.name) as im:
@@ -97,7 +97,7 @@ def test_compiled_training_exports_a_plain_style(tmp_path, photo):
                  f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 0, result.stderr[-3000:]
     ckpt = tmp_path / "ck" / "starry_night.quickstart.safetensors"
-    styled = run("stylize.py", "--ckpt", str(ckpt), str(photo), "-o", str(tmp_path / "styled.png"))
+    styled = run("stylize.py", "--style", str(ckpt), str(photo), "-o", str(tmp_path / "styled.png"))
     assert styled.returncode == 0, styled.stderr
 
 
@@ -114,7 +114,7 @@ def test_ddp_two_processes_export_once(tmp_path):
 
 
 def test_init_from_starts_from_an_exported_style(trained, tmp_path):
-    from impasto.checkpoint import load_style, read_meta
+    from impasto.style import load_style, read_meta
 
     tmp, _ = trained
     source = tmp / "ck" / "starry_night.quickstart.safetensors"
@@ -131,7 +131,7 @@ def test_init_from_starts_from_an_exported_style(trained, tmp_path):
 
 
 def test_a_sweep_over_styles_and_loss_weights_runs_and_exports_every_job(tmp_path):
-    from impasto.checkpoint import read_meta
+    from impasto.style import read_meta
 
     tiny = [a for a in TINY if not a.startswith("trainer.max_steps")] + ["trainer.max_steps=1"]
     styles = run("train.py", "-m", "style=starry_night,the_scream", *tiny, f"paths.checkpoint_dir={tmp_path / 'a'}",

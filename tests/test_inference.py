@@ -10,12 +10,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import run, shipped_style
+from conftest import cli, run, shipped_style
 from impasto import ASSETS
-from impasto.checkpoint import load_style
 from impasto.errors import UserError
 from impasto.images import load_image, resize_long_side, to_tensor
 from impasto.inference import Stylizer
+from impasto.style import load_style
 from impasto.transformer import TransformerConfig, TransformerNet
 
 SHIPPED = shipped_style()
@@ -42,7 +42,7 @@ def test_tiles_give_the_whole_pass_without_a_seam(shipped, dtype):
     stylizer = Stylizer(shipped, CPU, dtype)
     whole, tiled = stylizer.image(image), stylizer.image(image, tile=64)
     assert tiled.shape == whole.shape == image.shape
-    assert psnr(tiled, whole) >= (130 if dtype is None else 55)  # README: over 130 dB in fp32
+    assert psnr(tiled, whole) >= (130 if dtype is None else 55)  # docs/stylizing.md: over 130 dB in fp32
     # A seam would be a line of differences of many levels at a tile edge (x = 64, 128, ...; y = 64, 128).
     levels = (tiled - whole).abs().max() * 255
     assert levels < (1.0 if dtype is None else 4.0), levels
@@ -76,7 +76,7 @@ def test_the_plan_takes_a_whole_pass_then_tiles_then_refuses(shipped, monkeypatc
 # In a process of its own, where the heap holds nothing from earlier tests: page faults of four 768² passes.
 FAULTS_OF_PASSES = """
 import resource, sys, torch
-from impasto.checkpoint import load_style
+from impasto.style import load_style
 from impasto.inference import Stylizer
 
 def faults(run):
@@ -105,7 +105,7 @@ def test_cpu_passes_reuse_the_memory_they_free_and_give_it_back_after_an_image()
 
 def test_stylize_tiles_an_image_on_request_and_says_so(tmp_path):
     out = tmp_path / "tiled.png"
-    result = run("stylize.py", "--ckpt", str(SHIPPED), str(ASSETS / "preview" / "coffee.jpg"), "--size", "150",
+    result = run("stylize.py", "--style", str(SHIPPED), str(ASSETS / "preview" / "coffee.jpg"), "--size", "150",
                  "--tile", "64", "--precision", "fp32", "-o", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "in 64-pixel tiles" in result.stderr
@@ -136,7 +136,7 @@ def test_style_loss_falls_steadily_with_strength(shipped):
 def test_a_strength_outside_0_to_1_is_refused(tmp_path, photo):
     from conftest import assert_user_error
 
-    assert_user_error(run("stylize.py", "--ckpt", str(SHIPPED), str(photo), "-o", str(tmp_path / "o.png"),
+    assert_user_error(run("stylize.py", "--style", str(SHIPPED), str(photo), "-o", str(tmp_path / "o.png"),
                           "--strength", "1.5"), "--strength", "between 0 and 1")
     assert not (tmp_path / "o.png").exists()
 
@@ -145,7 +145,7 @@ def test_onnx_export_matches_pytorch_and_stylize_runs_it_without_torch(tmp_path,
     from impasto.onnx_style import OnnxStyle  # onnx and onnxruntime come with the test extra
 
     model = tmp_path / "starry_night.onnx"
-    result = run("scripts/export.py", str(SHIPPED), str(model))
+    result = cli("export", str(SHIPPED), str(model))
     assert result.returncode == 0, result.stderr[-2000:]
     onnx_style = OnnxStyle(model)
     assert onnx_style.meta["style"] == "starry_night"
@@ -158,9 +158,9 @@ def test_onnx_export_matches_pytorch_and_stylize_runs_it_without_torch(tmp_path,
         assert (got - expected).abs().max() < 1e-3, (h, w, (got - expected).abs().max())
     out = tmp_path / "o.png"
     # stylize.py with an .onnx style, as a user runs it; and it never loads torch on that path.
-    script = ("import sys; from impasto.stylize import main; main(sys.argv[1:]); "
+    script = ("import sys; from impasto.cli.stylize import main; main(sys.argv[1:]); "
               "assert 'torch' not in sys.modules, 'torch was imported'")
-    result = run("-c", script, "--ckpt", str(model), str(ASSETS / "preview" / "coffee.jpg"), "--size", "96", "-o",
+    result = run("-c", script, "--style", str(model), str(ASSETS / "preview" / "coffee.jpg"), "--size", "96", "-o",
                  str(out), "--strength", "0.5")
     assert result.returncode == 0 and "onnxruntime" in result.stderr, result.stderr[-2000:]
     whole = Stylizer(shipped, CPU, None, strength=0.5).image(preview(96, "coffee"))
@@ -170,8 +170,8 @@ def test_onnx_export_matches_pytorch_and_stylize_runs_it_without_torch(tmp_path,
 def test_the_onnx_export_keeps_the_centred_grids_padding_dynamic(tmp_path):
     """The centred grid pads each side out to a multiple of 4; the trace at 256x256 pads nothing, and must still
     pad other sizes (random weights: the arithmetic only)."""
-    from impasto.checkpoint import save_style
     from impasto.onnx_style import OnnxStyle, export_onnx
+    from impasto.style import save_style
 
     torch.manual_seed(0)
     net = TransformerNet(TransformerConfig(widths=(8, 16, 32), residual_blocks=1, down_kernel=4)).eval()
@@ -188,14 +188,14 @@ def test_an_onnx_style_refuses_what_it_cannot_do_in_one_line(tmp_path):
     from conftest import assert_user_error
 
     model = tmp_path / "s.onnx"
-    assert run("scripts/export.py", str(SHIPPED), str(model)).returncode == 0
+    assert cli("export", str(SHIPPED), str(model)).returncode == 0
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(b"")
     photo = str(ASSETS / "preview" / "coffee.jpg")
-    assert_user_error(run("stylize.py", "--ckpt", str(model), str(clip), "-o", str(tmp_path / "o.mp4")),
+    assert_user_error(run("stylize.py", "--style", str(model), str(clip), "-o", str(tmp_path / "o.mp4")),
                       "use the .safetensors style for videos")
-    assert_user_error(run("stylize.py", "--ckpt", str(model), photo, "-o", str(tmp_path / "o.png"), "--tile", "256"),
+    assert_user_error(run("stylize.py", "--style", str(model), photo, "-o", str(tmp_path / "o.png"), "--tile", "256"),
                       "whole passes only")
-    assert_user_error(run("stylize.py", "--ckpt", str(model), photo, "-o", str(tmp_path / "o.png"), "--device",
+    assert_user_error(run("stylize.py", "--style", str(model), photo, "-o", str(tmp_path / "o.png"), "--device",
                           "cuda"), "runs on the CPU")
-    assert_user_error(run("scripts/export.py", str(SHIPPED), str(model)), "exists", "--overwrite")
+    assert_user_error(cli("export", str(SHIPPED), str(model)), "exists", "--overwrite")

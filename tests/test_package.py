@@ -66,14 +66,15 @@ def test_a_wheel_in_a_new_venv_trains_and_stylizes_through_its_console_commands(
     trained = command(venv, "impasto-train", "experiment=quickstart", "trainer.max_steps=2",
                       "log.preview_every_n_steps=0", cwd=work)
     export = work / "checkpoints" / "starry_night.quickstart.safetensors"
-    assert export.is_file() and "impasto-stylize --ckpt" in trained.stderr + trained.stdout
+    assert export.is_file() and "impasto-stylize --style" in trained.stderr + trained.stdout
     assert (next((work / "outputs" / "starry_night").iterdir()) / "train.log").is_file()
 
-    command(venv, "impasto-stylize", "--ckpt", str(export), "cat.jpg", "-o", "quickstart.jpg", "--size", "96",
+    command(venv, "impasto-stylize", "--style", str(export), "cat.jpg", "-o", "quickstart.jpg", "--size", "96",
             cwd=work)
-    command(venv, "impasto-stylize", "--ckpt", "starry_night", "cat.jpg", "-o", "shipped.jpg", "--size", "96",
+    command(venv, "impasto-stylize", "--style", "starry_night", "cat.jpg", "-o", "shipped.jpg", "--size", "96",
             cwd=work)
     assert Image.open(work / "quickstart.jpg").size == Image.open(work / "shipped.jpg").size == (96, 64)
-    for name, answer in [("impasto-optimize", "solver: adam, lbfgs"), ("impasto-compare", "usage:"),
-                         ("impasto-export", "usage:"), ("impasto-web", "usage:")]:
+    for name, answer in [("impasto-gatys", "solver: adam, lbfgs"), ("impasto-compare", "usage:"),
+                         ("impasto-export", "usage:"), ("impasto-flicker", "usage:"), ("impasto-artifacts", "usage:"),
+                         ("impasto-web", "usage:")]:
         assert answer in command(venv, name, "--help", cwd=work).stdout, name

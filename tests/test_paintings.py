@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import assert_user_error, run
-from impasto.checkpoint import load_style, parse_mix, read_meta, save_style, select
+from conftest import assert_user_error, cli, run
+from impasto.style import load_style, parse_mix, read_meta, save_style, select
 from impasto.transformer import StyleNorm, TransformerConfig, TransformerNet
 
 SMALL = TransformerConfig(widths=(4, 8, 8), residual_blocks=1, down_kernel=4)
@@ -90,7 +90,7 @@ def test_a_file_of_several_paintings_needs_a_choice_and_names_them(tmp_path):
                                                         "style_blend": [1.0]}]}
     path = save_style(tmp_path / "pair.safetensors", net, meta)
     loaded, meta = load_style(path)
-    with pytest.raises(UserError, match="holds 2 paintings: pass --style NAME, one of a, b"):
+    with pytest.raises(UserError, match="holds 2 paintings: pass --painting NAME, one of a, b"):
         select(loaded, meta, None)
     chosen = select(loaded, meta, "b")
     assert chosen["style"] == "b" and chosen["style_size"] == 96
@@ -116,7 +116,7 @@ def test_a_file_written_before_several_paintings_loads_and_paints_as_before(tmp_
 
 
 def test_init_from_johnsons_grid_into_the_centred_one_starts_out_the_same(tmp_path):
-    from impasto.checkpoint import load_weights_into, open_source
+    from impasto.style import load_weights_into, open_source
 
     torch.manual_seed(2)
     johnson = randomized(TransformerNet(TransformerConfig(widths=(4, 8, 8), residual_blocks=1, down_kernel=3)))
@@ -158,22 +158,22 @@ def test_paintings_train_together_then_a_new_one_on_its_norms_alone(tmp_path, ph
     moved = [not torch.allclose(old[k].mean(0), new[k][2]) for k in old if old[k].shape != new[k].shape]
     assert any(moved)
     # the run kept the file's centred grid though `model` says Johnson's: its Lightning checkpoint exports the same
-    again = run("scripts/export.py", str(tmp_path / "three" / "checkpoints" / "last.ckpt"),
+    again = cli("export", str(tmp_path / "three" / "checkpoints" / "last.ckpt"),
                 str(tmp_path / "a.safetensors"))
     assert again.returncode == 0, again.stderr[-2000:]
     exported, _ = load_style(tmp_path / "a.safetensors")
     assert exported.config.down_kernel == 4 and all(torch.equal(v, new[k]) for k, v in exported.state_dict().items())
 
     out = tmp_path / "blend.png"
-    blend = run("stylize.py", "--ckpt", str(tmp_path / "three.safetensors"), "--style", "starry_night:0.5,udnie:0.5",
-                str(photo), "-o", str(out))
+    blend = run("stylize.py", "--style", str(tmp_path / "three.safetensors"), "--painting",
+                "starry_night:0.5,udnie:0.5", str(photo), "-o", str(out))
     assert blend.returncode == 0 and out.is_file(), blend.stderr
-    assert_user_error(run("stylize.py", "--ckpt", str(tmp_path / "three.safetensors"), str(photo), "-o",
-                          str(tmp_path / "x.png")), "--style NAME", "udnie")
+    assert_user_error(run("stylize.py", "--style", str(tmp_path / "three.safetensors"), str(photo), "-o",
+                          str(tmp_path / "x.png")), "--painting NAME", "udnie")
     # by a painting's name alone, from a folder whose checkpoints/ holds the file
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "three.safetensors").rename(tmp_path / "checkpoints" / "three.safetensors")
-    by_name = run(str(ROOT_STYLIZE), "--ckpt", "udnie", str(photo), "-o", str(tmp_path / "u.png"), cwd=tmp_path)
+    by_name = run(str(ROOT_STYLIZE), "--style", "udnie", str(photo), "-o", str(tmp_path / "u.png"), cwd=tmp_path)
     assert by_name.returncode == 0 and "style udnie" in by_name.stderr, by_name.stderr
 
 

@@ -74,7 +74,7 @@ def test_every_kind_of_photo_in_a_folder_comes_out_upright_and_whole(tmp_path, t
     (photos / "notes.jpg").write_text("not an image")
     (photos / "cut.png").write_bytes((photos / "gray.png").read_bytes()[:60])
 
-    result = run("stylize.py", "--ckpt", str(tiny_ckpt), str(photos), "--out-dir", str(out))
+    result = run("stylize.py", "--style", str(tiny_ckpt), str(photos), "--out-dir", str(out))
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 2 and "cut.png" in errors[0] and "notes.jpg" in errors[1], errors
@@ -125,7 +125,7 @@ def test_a_transparent_input_written_as_jpeg_drops_alpha_and_as_png_keeps_it(tmp
     rgba = gradient(30, 20).convert("RGBA")
     rgba.putalpha(128)
     rgba.save(tmp_path / "in.png")
-    result = run("stylize.py", "--ckpt", str(tiny_ckpt), str(tmp_path / "in.png"), "-o", str(tmp_path / f"o{suffix}"))
+    result = run("stylize.py", "--style", str(tiny_ckpt), str(tmp_path / "in.png"), "-o", str(tmp_path / f"o{suffix}"))
     assert result.returncode == 0, result.stderr
     assert Image.open(tmp_path / f"o{suffix}").mode == ("RGB" if suffix == ".jpg" else "RGBA")
 

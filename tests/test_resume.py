@@ -16,7 +16,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import ROOT, assert_user_error, run
-from impasto.checkpoint import load_style, read_meta
+from impasto.style import load_style, read_meta
 
 pytestmark = pytest.mark.slow  # trains or runs a script in a subprocess
 

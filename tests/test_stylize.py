@@ -8,10 +8,10 @@ from PIL import Image
 
 from conftest import ROOT, assert_user_error, run, shipped_style
 from impasto import ASSETS
-from impasto.checkpoint import load_style
 from impasto.images import load_image, resize_long_side, to_tensor
 from impasto.inference import Stylizer
 from impasto.runtime import autocast_dtype
+from impasto.style import load_style
 
 
 def test_bf16_stylization_matches_fp32_within_a_few_levels():
@@ -40,7 +40,7 @@ def test_preserve_color_keeps_the_photos_colours_and_the_styles_strokes(tmp_path
     outputs = {}
     for flag in ([], ["--preserve-color"]):
         out = tmp_path / f"out{len(flag)}.png"
-        result = run("stylize.py", "--ckpt", str(shipped_style()), str(photo),
+        result = run("stylize.py", "--style", str(shipped_style()), str(photo),
                      "--size", "96", "-o", str(out), "--precision", "fp32", *flag)
         assert result.returncode == 0, result.stderr[-2000:]
         outputs[bool(flag)] = to_tensor(load_image(out, "output")).unsqueeze(0)
@@ -82,20 +82,20 @@ def test_json_lines_and_stdin_to_stdout(tmp_path):
     from PIL import Image
 
     photo = ASSETS / "preview" / "coffee.jpg"
-    result = run("stylize.py", "--ckpt", "the_scream", str(photo), str(ASSETS / "preview" / "chelsea.jpg"),
+    result = run("stylize.py", "--style", "the_scream", str(photo), str(ASSETS / "preview" / "chelsea.jpg"),
                  "--out-dir", str(tmp_path), "--size", "48", "--json")
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [Path(r["input"]).name for r in lines] == ["coffee.jpg", "chelsea.jpg"]
     assert all(r["style"] == "the_scream" and r["strength"] == 1.0 and r["seconds"] > 0 and max(r["size"]) == 48
                and Path(r["output"]).is_file() and r["device"].startswith("cpu") for r in lines)
-    piped = subprocess.run([sys.executable, "stylize.py", "--ckpt", "udnie", "-", "-o", "-", "--size", "40"],
+    piped = subprocess.run([sys.executable, "stylize.py", "--style", "udnie", "-", "-o", "-", "--size", "40"],
                            input=photo.read_bytes(), capture_output=True, cwd=ROOT)
     assert piped.returncode == 0, piped.stderr.decode()[-2000:]
     image = Image.open(io.BytesIO(piped.stdout))
     assert image.format == "JPEG" and max(image.size) == 40
-    assert_user_error(run("stylize.py", "--ckpt", "udnie", str(photo), "-o", "-", "--json"), "stdout")
-    assert_user_error(run("stylize.py", str(photo), "-o", str(tmp_path / "x.jpg")), "--ckpt")
+    assert_user_error(run("stylize.py", "--style", "udnie", str(photo), "-o", "-", "--json"), "stdout")
+    assert_user_error(run("stylize.py", str(photo), "-o", str(tmp_path / "x.jpg")), "--style")
 
 
 def test_a_folder_shows_a_progress_bar_on_a_terminal_and_none_in_a_log(tmp_path):
@@ -107,7 +107,7 @@ def test_a_folder_shows_a_progress_bar_on_a_terminal_and_none_in_a_log(tmp_path)
     import sys
     import termios
 
-    args = [sys.executable, "stylize.py", "--ckpt", "udnie", str(ASSETS / "preview"), "--out-dir", str(tmp_path),
+    args = [sys.executable, "stylize.py", "--style", "udnie", str(ASSETS / "preview"), "--out-dir", str(tmp_path),
             "--size", "32", "--overwrite"]
     main, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))  # a terminal of 100 columns
@@ -129,14 +129,31 @@ def test_a_folder_shows_a_progress_bar_on_a_terminal_and_none_in_a_log(tmp_path)
 
 def test_scale_resizes_by_a_factor_and_the_pixel_limit_is_stated_and_raised(tmp_path, photo, tiny_ckpt):
     out = tmp_path / "half.png"
-    result = run("stylize.py", "--ckpt", str(tiny_ckpt), str(photo), "--scale", "0.5", "-o", str(out), "--json")
+    result = run("stylize.py", "--style", str(tiny_ckpt), str(photo), "--scale", "0.5", "-o", str(out), "--json")
     assert result.returncode == 0, result.stderr[-2000:]
     assert Image.open(out).size == (22, 18) and json.loads(result.stdout)["size"] == [22, 18]  # 45x37, halved
     big = tmp_path / "big.png"
     Image.new("RGB", (300, 200)).save(big)
-    result = run("stylize.py", "--ckpt", str(tiny_ckpt), str(big), "--max-megapixels", "0.05", "-o",
+    result = run("stylize.py", "--style", str(tiny_ckpt), str(big), "--max-megapixels", "0.05", "-o",
                  str(tmp_path / "o.png"))
     assert_user_error(result, "300x200", "over the limit of 0.05", "pass --max-megapixels")
-    result = run("stylize.py", "--ckpt", str(tiny_ckpt), str(big), "--max-megapixels", "0.06", "--size", "64", "-o",
+    result = run("stylize.py", "--style", str(tiny_ckpt), str(big), "--max-megapixels", "0.06", "--size", "64", "-o",
                  str(tmp_path / "o.png"))
     assert result.returncode == 0 and Image.open(tmp_path / "o.png").size == (64, 43), result.stderr[-2000:]
+
+
+def test_a_blend_by_names_and_the_older_option_names_paint_what_they_name(tmp_path):
+    """--style a:0.5,b:0.5 finds the file the paintings share; `--ckpt FILE --style NAME`, as the options were
+    called before, still paints NAME of FILE, the same pixels as `--style FILE --painting NAME`."""
+    from impasto.formats import find_style
+
+    photo = ASSETS / "preview" / "chelsea.jpg"
+    common = [str(photo), "--size", "64", "--device", "cpu", "--precision", "fp32"]
+    blend = run("stylize.py", "--style", "starry_night:0.5,the_scream:0.5", *common, "-o", str(tmp_path / "b.png"))
+    assert blend.returncode == 0, blend.stderr[-2000:]
+    path = str(find_style("the_scream")[0])
+    new = run("stylize.py", "--style", path, "--painting", "the_scream", *common, "-o", str(tmp_path / "new.png"))
+    old = run("stylize.py", "--ckpt", path, "--style", "the_scream", *common, "-o", str(tmp_path / "old.png"))
+    assert new.returncode == old.returncode == 0, new.stderr[-2000:] + old.stderr[-2000:]
+    pictures = [Image.open(tmp_path / f"{n}.png").tobytes() for n in ("b", "new", "old")]
+    assert pictures[1] == pictures[2] != pictures[0]

@@ -8,9 +8,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from impasto.callbacks import LossProgressBar
 from impasto.losses import PerceptualLoss
-from impasto.system import CosineDecay, StyleTransferSystem
+from impasto.training.callbacks import LossProgressBar
+from impasto.training.system import CosineDecay, StyleTransferSystem
 from impasto.transformer import TransformerConfig, TransformerNet
 from impasto.vgg import LossNetwork
 
@@ -108,7 +108,7 @@ def test_checkpoints_come_by_the_clock_as_well_as_by_steps(tmp_path, monkeypatch
     steps 3, 6 and 9, each time through a temporary file renamed to last.ckpt."""
     from types import SimpleNamespace
 
-    from impasto import callbacks
+    from impasto.training import callbacks
 
     clock = [0.0]
     monkeypatch.setattr(callbacks.time, "monotonic", lambda: clock[0])

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_user_error, run, shipped_style
-from impasto.checkpoint import load_style
+from conftest import assert_user_error, cli, run, shipped_style
 from impasto.formats import CONTAINERS
 from impasto.images import to_tensor
 from impasto.inference import Stylizer
+from impasto.style import load_style
 from impasto.video import FrameTimes, read_frames, stylize_video
 
 SHIPPED = shipped_style()
@@ -58,7 +58,7 @@ def clip(tmp_path):
 
 def test_stylize_py_styles_every_frame_keeps_times_and_copies_the_audio(tmp_path, clip):
     out = tmp_path / "out" / "clip_starry.mp4"
-    result = run("stylize.py", "--ckpt", str(SHIPPED), str(clip), "-o", str(out), "--device", "cpu", "--batch", "4",
+    result = run("stylize.py", "--style", str(SHIPPED), str(clip), "-o", str(out), "--device", "cpu", "--batch", "4",
                  "--precision", "fp32")
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"{FRAMES} frames" in result.stderr and "audio copied" in result.stderr
@@ -194,16 +194,16 @@ def test_a_cut_off_video_stylizes_the_frames_that_decode_and_warns(tmp_path):
     write_clip(clip, "mpeg4", {"qscale": "2"}, None, frames=60)
     cut = tmp_path / "cut.avi"
     cut.write_bytes(clip.read_bytes()[: clip.stat().st_size * 7 // 10])
-    result = run("stylize.py", "--ckpt", str(SHIPPED), str(cut), "-o", str(tmp_path / "cut.mp4"), "--device", "cpu")
+    result = run("stylize.py", "--style", str(SHIPPED), str(cut), "-o", str(tmp_path / "cut.mp4"), "--device", "cpu")
     assert result.returncode == 0, result.stderr[-2000:]
     assert 0 < len(frames_of(tmp_path / "cut.mp4")[0]) < 60
     assert "warning: " in result.stderr and "declares 5.0 s" in result.stderr, result.stderr
-    whole = run("stylize.py", "--ckpt", str(SHIPPED), str(clip), "-o", str(tmp_path / "whole.mp4"), "--device", "cpu")
+    whole = run("stylize.py", "--style", str(SHIPPED), str(clip), "-o", str(tmp_path / "whole.mp4"), "--device", "cpu")
     assert whole.returncode == 0 and "warning" not in whole.stderr, whole.stderr
 
 
 def test_video_bad_inputs(tmp_path, clip):
-    ckpt = ["--ckpt", str(SHIPPED), "--device", "cpu"]
+    ckpt = ["--style", str(SHIPPED), "--device", "cpu"]
     fake = tmp_path / "fake.mp4"
     fake.write_text("not a video")
     assert_user_error(run("stylize.py", *ckpt, str(fake), "-o", str(tmp_path / "o.mp4")), "fake.mp4",
@@ -221,15 +221,15 @@ def test_video_bad_inputs(tmp_path, clip):
 
 def test_without_pyav_images_still_work_and_a_video_says_what_to_install(tmp_path, clip, photo):
     """stylize.py imports PyAV only for a video: on a machine without it, images run and a video gets one line."""
-    hide_av = "import sys; sys.modules['av'] = None; from impasto.stylize import main; main(sys.argv[1:])"
-    ckpt = ["--ckpt", str(SHIPPED), "--device", "cpu"]
+    hide_av = "import sys; sys.modules['av'] = None; from impasto.cli.stylize import main; main(sys.argv[1:])"
+    ckpt = ["--style", str(SHIPPED), "--device", "cpu"]
     result = run("-c", hide_av, *ckpt, str(photo), "-o", str(tmp_path / "photo_out.png"))
     assert result.returncode == 0 and (tmp_path / "photo_out.png").exists(), result.stderr[-2000:]
     assert_user_error(run("-c", hide_av, *ckpt, str(clip), "-o", str(tmp_path / "o.mp4")), "impasto[video]")
 
 
 def test_a_folder_of_photos_and_videos_is_stylized_into_out_dir(tmp_path, clip, photo):
-    result = run("stylize.py", "--ckpt", str(SHIPPED), str(tmp_path), "--out-dir", str(tmp_path / "styled"),
+    result = run("stylize.py", "--style", str(SHIPPED), str(tmp_path), "--out-dir", str(tmp_path / "styled"),
                  "--device", "cpu")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "1 image(s), 1 video(s)" in result.stderr
@@ -238,12 +238,12 @@ def test_a_folder_of_photos_and_videos_is_stylized_into_out_dir(tmp_path, clip, 
     only_video = tmp_path / "videos"
     only_video.mkdir()
     clip.rename(only_video / clip.name)
-    assert_user_error(run("scripts/compare.py", "--ckpt", str(SHIPPED), str(only_video), "--device", "cpu"),
+    assert_user_error(cli("compare", "--style", str(SHIPPED), str(only_video), "--device", "cpu"),
                       "videos", "holds none of", ".jpg")
 
 
 def test_flicker_measures_output_change_and_counts_only_unmoved_pixels_as_static():
-    from impasto.flicker import flicker
+    from impasto.cli.flicker import flicker
 
     torch.manual_seed(0)
     still = 0.4 * torch.rand(1, 3, 32, 40).expand(5, -1, -1, -1).clone()  # below 0.4: inverted, it moves by 0.2+
@@ -259,14 +259,14 @@ def test_flicker_measures_output_change_and_counts_only_unmoved_pixels_as_static
 def test_flicker_py_reports_every_style_on_every_video(tmp_path, clip, tiny_ckpt):
     import json
 
-    result = run("scripts/flicker.py", str(clip), "--ckpt", str(SHIPPED), str(tiny_ckpt), "--size", "32",
+    result = cli("flicker", str(clip), "--style", str(SHIPPED), str(tiny_ckpt), "--size", "32",
                  "--device", "cpu")
     assert result.returncode == 0, result.stderr[-2000:]
     rows = json.loads(result.stdout.strip().splitlines()[-1])["flicker"]
-    assert [(r["ckpt"], r["frames"]) for r in rows] == [(str(SHIPPED), FRAMES), (str(tiny_ckpt), FRAMES)]
+    assert [(r["style"], r["frames"]) for r in rows] == [(str(SHIPPED), FRAMES), (str(tiny_ckpt), FRAMES)]
     assert all(r["input"] > 0 and r["output"] >= 0 for r in rows)
-    assert_user_error(run("scripts/flicker.py", str(tmp_path / "none.mp4"), "--ckpt", str(SHIPPED)), "does not exist")
-    assert_user_error(run("scripts/flicker.py", str(clip), "--ckpt", str(SHIPPED), "--frames", "1"), "--frames")
+    assert_user_error(cli("flicker", str(tmp_path / "none.mp4"), "--style", str(SHIPPED)), "does not exist")
+    assert_user_error(cli("flicker", str(clip), "--style", str(SHIPPED), "--frames", "1"), "--frames")
 
 
 @pytest.mark.parametrize("suffix", sorted(CONTAINERS))

@@ -220,7 +220,7 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         shot = Path(tmp_path / "page.png")
         driver.save_screenshot(str(shot))
         assert Image.open(shot).size[0] >= 1000
-        if target := os.environ.get("IMPASTO_SCREENSHOT"):  # for the README's picture
+        if target := os.environ.get("IMPASTO_SCREENSHOT"):  # for docs/web.md's picture
             shutil.copy(shot, target)
         too_large = tmp_path / "huge.jpg"
         too_large.write_bytes(b"\xff" * (3 * 2**20))

@@ -19,6 +19,13 @@ class Interrupted(Exception):
 EXIT_USER_ERROR = 2
 
 
+def check_fraction(value: float, what: str) -> float:
+    """A strength or a weight: from 0 to 1, or a UserError."""
+    if not 0 <= value <= 1:
+        raise UserError(f"{what} must be between 0 and 1, got {value}")
+    return value
+
+
 @contextmanager
 def exit_on_user_error():
     try:

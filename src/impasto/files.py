@@ -11,6 +11,12 @@ from pathlib import Path
 from .errors import UserError
 
 
+def refuse_overwrite(path: Path, overwrite: bool, how: str = "--overwrite", other: str = "another output path"):
+    """The one refusal to replace an existing output: a UserError naming the option that allows it."""
+    if not overwrite and Path(path).exists():
+        raise UserError(f"{path} exists: pass {how} to replace it, or {other}")
+
+
 def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call `write(tmp_path)` on a temporary file beside `path`, flush it to disk, then rename it into place: the
     target holds either its old content or the whole new file, even across a crash or a power cut."""

@@ -9,10 +9,11 @@ from . import ASSETS
 from .errors import UserError
 
 # A trained style: its weights and, in the file's metadata, this format name and version and a JSON `meta` entry
-# (checkpoint.py for .safetensors, onnx_style.py for .onnx).
+# (style.py for .safetensors, onnx_style.py for .onnx).
 STYLE_FORMAT = "impasto-style"
 STYLE_FORMAT_VERSION = 1
 SHIPPED_STYLES = ASSETS / "styles"  # each shipped style's network beside its painting
+TRAINED_STYLES = Path("checkpoints")  # where train.py exports its styles, in the working folder (paths.checkpoint_dir)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
 
@@ -74,15 +75,18 @@ def shipped_styles() -> list[str]:
 def find_style(arg: str) -> tuple[Path, str | None]:
     """A style by its file, or by its name alone: checkpoints/NAME.safetensors in the working folder (what train.py
     exported there), else the style shipped with impasto, so that an installed package stylizes from anywhere. A
-    name may also be one painting of a file of several: then the painting comes back with the file (else None)."""
+    name may also be one painting of a file of several, or a blend of a file's paintings by weight
+    (starry_night:0.7,the_scream:0.3): then the painting, or the blend, comes back with the file (else None)."""
     path = Path(arg).expanduser()
+    if not path.exists() and ("," in arg or ":" in arg) and len(path.parts) == 1:  # a blend of paintings
+        return find_style(arg.split(",")[0].partition(":")[0].strip())[0], arg
     if path.exists() or path.suffix or len(path.parts) != 1:
         return path, None
-    for candidate in (Path("checkpoints") / f"{arg}.safetensors", SHIPPED_STYLES / f"{arg}.safetensors"):
+    for candidate in (TRAINED_STYLES / f"{arg}.safetensors", SHIPPED_STYLES / f"{arg}.safetensors"):
         if candidate.is_file():  # a file of several named after one of them (a new painting's export) paints it
             meta = header_meta(candidate)
             return candidate, arg if "paintings" in meta and arg in painting_names(meta) else None
-    for folder in (Path("checkpoints"), SHIPPED_STYLES):
+    for folder in (TRAINED_STYLES, SHIPPED_STYLES):
         for candidate in sorted(folder.glob("*.safetensors")):
             meta = header_meta(candidate)
             if "paintings" in meta and arg in painting_names(meta):
@@ -97,15 +101,15 @@ def parse_mix(spec: str, names: list[str]) -> list[float]:
     for part in spec.split(","):
         name, _, weight = part.strip().partition(":")
         if name not in names:
-            raise UserError(f"--style {spec}: no painting {name!r} in this file; it holds {', '.join(names)}")
+            raise UserError(f"{spec}: no painting {name!r} in this file; it holds {', '.join(names)}")
         try:
             value = float(weight) if weight else 1.0
         except ValueError:
-            raise UserError(f"--style {spec}: the weight of {name} is not a number ({weight!r})") from None
+            raise UserError(f"{spec}: the weight of {name} is not a number ({weight!r})") from None
         if not 0 <= value < float("inf"):
-            raise UserError(f"--style {spec}: weights are 0 or more and finite, got {weight} for {name}")
+            raise UserError(f"{spec}: weights are 0 or more and finite, got {weight} for {name}")
         mix[names.index(name)] += value
     total = sum(mix)
     if total <= 0:
-        raise UserError(f"--style {spec}: the weights sum to 0")
+        raise UserError(f"{spec}: the weights sum to 0")
     return [w / total for w in mix]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageDraw, ImageOps, UnidentifiedImageError
 
 from .errors import UserError
 from .files import write_bytes_atomic
@@ -214,3 +214,23 @@ def collect_files(inputs: list[str], suffixes: set[str] = IMAGE_SUFFIXES) -> lis
         else:
             raise UserError(f"input {path} does not exist: check the path")
     return paths
+
+
+def grid(rows: list[list[torch.Tensor]], tile: int = 384, pad: int = 6,
+         labels: list[str] | None = None) -> Image.Image:
+    """Images (each shown at `tile` px long side) in rows and columns on white, each row as tall as its tallest;
+    `labels`, one per column, in a band above them: the one sheet layout (stylize --sheet, compare's panels, the
+    artifact grids, the gallery)."""
+    tiles = [[resize_long_side(to_pil(t[0]), tile) for t in row] for row in rows]
+    heights = [max(im.height for im in row) for row in tiles]
+    band = 18 if labels else 0
+    sheet = Image.new("RGB", (len(tiles[0]) * (tile + pad) + pad, band + sum(heights) + pad * (len(tiles) + 1)),
+                      "white")
+    for c, label in enumerate(labels or []):
+        ImageDraw.Draw(sheet).text((pad + c * (tile + pad), pad), label, fill="black")
+    top = pad + band
+    for row, height in zip(tiles, heights):
+        for c, im in enumerate(row):
+            sheet.paste(im, (pad + c * (tile + pad), top))
+        top += height + pad
+    return sheet

@@ -3,19 +3,17 @@ picks a whole pass, tiles, or a one-line refusal. stylize.py, video, flicker, th
 share it."""
 
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from .color import blend_strength, preserve_color
-from .errors import UserError
+from .errors import UserError, check_fraction
 from .memory import BYTES_PER_PIXEL, keep_freed_host_memory, release_freed_host_memory, size_that_fits
 from .runtime import autocast_dtype, describe, free_memory, pick_device
 from .tiling import DEFAULT_TILE, MARGIN, tiled_forward
 
 # Tiled (tiling.py), per pixel and for the default widths: the input, the output and the quarter-resolution map stay
-# whole, and the residual blocks on that map add to them. Measured in fp32 on the CPU with the freed memory kept, the
-# peak was 278 bytes at 8K with 1024-pixel tiles, 480 at 2048² with 1024-pixel tiles and 338 with 512.
+# whole, and the residual blocks on that map add to them (measured peaks: docs/benchmarks.md, "Tiles").
 TILED_RESIDENT, TILED_RESIDUAL_PEAK = 110, 340
 
 
@@ -27,9 +25,8 @@ class Stylizer:
     def __init__(self, net: torch.nn.Module, device: torch.device, dtype: torch.dtype | None,
                  keep_colors: bool = False, strength: float = 1.0, channels_last: bool = False,
                  compile: bool | str = False):
-        if not 0 <= strength <= 1:
-            raise UserError(f"strength must be between 0 and 1, got {strength}")
-        self.net, self.device, self.dtype = net, device, dtype
+        check_fraction(strength, "strength")
+        self.net, self.device, self.dtype, self.meta = net, device, dtype, {}
         self.keep_colors, self.strength = keep_colors, strength
         if device.type == "cpu":
             keep_freed_host_memory()
@@ -39,6 +36,20 @@ class Stylizer:
             net.to(memory_format=torch.channels_last)
         # compile: True for torch.compile's default, or its mode ("reduce-overhead" replays CUDA graphs).
         self.whole_pass = torch.compile(net, mode=None if compile is True else compile) if compile else net
+
+    @classmethod
+    def from_style(cls, style: str | Path, device: str | torch.device = "auto", precision: str = "auto",
+                   painting: str | None = None, **options) -> "Stylizer":
+        """The one way to stylize with a `.safetensors` style: by file or name (formats.find_style), on `device` in
+        `precision` (runtime.autocast_dtype), painting `painting` (a name or a blend, style.select) where the file
+        holds several; `meta` says what it paints. `options`: keep_colors, strength."""
+        from .style import open_style
+
+        device = pick_device(device) if isinstance(device, str) else device
+        net, meta = open_style(str(style), device, painting)
+        stylizer = cls(net, device, autocast_dtype(precision, device), **options)
+        stylizer.meta = meta
+        return stylizer
 
     def _whole(self, batch: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
@@ -129,15 +140,3 @@ class Stylizer:
             raise UserError(f"{src} at {width}x{height}, {frames} frames at a time, needs about {need / 2**30:.1f} "
                             f"GiB of {self.device.type} memory and {free / 2**30:.1f} GiB is free: pass --size {fits} "
                             "or less, or a smaller --batch")
-
-
-def load_stylizer(ckpt: str | Path, device: str = "auto", precision: str = "auto", keep_colors: bool = False,
-                  strength: float = 1.0, style: str | None = None) -> tuple[Stylizer, dict[str, Any]]:
-    """A Stylizer for a `.safetensors` style (a file or a name) on `device` in `precision` (runtime.autocast_dtype),
-    painting `style` (checkpoint.select), and the metadata of what it paints."""
-    from .checkpoint import open_style
-
-    torch_device = pick_device(device)
-    dtype = autocast_dtype(precision, torch_device)
-    net, meta = open_style(str(ckpt), torch_device, style)
-    return Stylizer(net, torch_device, dtype, keep_colors, strength), meta

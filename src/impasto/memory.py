@@ -6,9 +6,8 @@ import functools
 import platform
 from pathlib import Path
 
-# Peak memory of a whole pass per output pixel, for the default widths (32 channels at full size), measured on the
-# CPU in inference mode with the freed memory kept (keep_freed_host_memory): up to 1361 bytes in fp32 (onnxruntime:
-# 1262), rounded up. bf16 took 741 against fp32's 964 when nothing was kept, and is scaled by that ratio.
+# Peak memory of a whole pass per output pixel for the default widths, with the freed memory kept: the measured
+# peaks rounded up (docs/benchmarks.md, "stylize on the 2-core CPU").
 BYTES_PER_PIXEL = {"fp32": 1400, "bf16": 1100}
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .files import write_atomic
+from .files import refuse_overwrite, write_atomic
 from .formats import STYLE_FORMAT, STYLE_FORMAT_VERSION, painting_names, parse_mix
 from .memory import BYTES_PER_PIXEL, free_host_memory, size_that_fits
 
@@ -42,14 +42,13 @@ def export_onnx(style: str | os.PathLike, target: str | os.PathLike, overwrite: 
     onnx = _import("onnx")
     import torch
 
-    from .checkpoint import extract, load_style
     from .color import mix_oklab, preserve_color
+    from .style import extract, load_style
 
     target = Path(target).expanduser()
     if target.suffix != SUFFIX:
         raise UserError(f"the ONNX output {target} needs the {SUFFIX} suffix")
-    if target.exists() and not overwrite:
-        raise UserError(f"{target} exists: pass --overwrite to replace it, or another output path")
+    refuse_overwrite(target, overwrite)
     net, meta = load_style(style)
     if painting is not None:
         net, meta = extract(net, meta, painting)
@@ -91,7 +90,7 @@ def export_onnx(style: str | os.PathLike, target: str | os.PathLike, overwrite: 
 
 class OnnxStyle:
     """An exported style run by onnxruntime on the CPU, with its colour choice and strength: what stylize.py runs
-    for an .onnx --ckpt (images only; videos take the .safetensors style)."""
+    for an .onnx --style (images only; videos take the .safetensors style)."""
 
     def __init__(self, path: str | os.PathLike, keep_colors: bool = False, strength: float = 1.0,
                  style: str | None = None):
@@ -99,7 +98,7 @@ class OnnxStyle:
         self.np = _import("numpy")
         path = Path(path).expanduser()
         if not path.is_file():
-            raise UserError(f"ONNX style {path} does not exist: export one with scripts/export.py")
+            raise UserError(f"ONNX style {path} does not exist: export one with impasto-export")
         try:
             self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own types for foreign or damaged files
@@ -107,11 +106,11 @@ class OnnxStyle:
         props = self.session.get_modelmeta().custom_metadata_map
         inputs = {i.name for i in self.session.get_inputs()}
         if props.get("format") != STYLE_FORMAT or inputs - {"style"} != {"image", "strength", "keep_colors"}:
-            raise UserError(f"{path} is not an impasto style: export one with scripts/export.py")
+            raise UserError(f"{path} is not an impasto style: export one with impasto-export")
         self.meta: dict[str, Any] = json.loads(props["meta"])
         names = painting_names(self.meta)
         if len(names) > 1 and style is None:
-            raise UserError(f"{path} holds {len(names)} paintings: pass --style NAME, one of {', '.join(names)}, "
+            raise UserError(f"{path} holds {len(names)} paintings: pass --painting NAME, one of {', '.join(names)}, "
                             f"or a blend such as {names[0]}:0.5,{names[1]}:0.5")
         self.mix = parse_mix(style, names) if style else None
         self.several = "style" in inputs  # the export of a file of several takes the paintings' weights

@@ -1,4 +1,4 @@
-"""Where to run and in which precision: decided once here for train, stylize, optimize and the benchmarks."""
+"""Where to run and in which precision: decided once here for train, stylize, gatys and the benchmarks."""
 
 from pathlib import Path
 

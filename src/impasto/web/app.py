@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from ..errors import UserError
+from ..errors import UserError, check_fraction
 from ..runtime import describe
 from ..tiling import DEFAULT_TILE
 from .library import StyleLibrary
@@ -219,8 +219,10 @@ def create_app(library: StyleLibrary, max_upload_mb: float = 40, max_megapixels:
         except (ValueError, KeyError, TypeError, OverflowError):  # OverflowError: a size of 1e400 is infinite
             return error("a stylize request needs JSON with photo, style, strength, keep_colors and size (and "
                          "optionally blend: {with, weight})")
-        if not 0 <= strength <= 1:
-            return error(f"strength must be between 0 and 1, got {strength}")
+        try:
+            check_fraction(strength, "strength")
+        except UserError as e:
+            return error(str(e))
         if size is not None and size < 16:
             return error(f"size must be 16 pixels or more, got {size}")
         try:

@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, check_fraction
 
 KEPT_BLENDS = 2  # blends of two paintings kept loaded (a network each)
 
@@ -27,12 +27,12 @@ class StyleLibrary:
     name wins), on `device` in `precision`. A file that is not an impasto style is left out with a warning line."""
 
     def __init__(self, folders: list[Path], device: str = "auto", precision: str = "auto"):
-        from ..checkpoint import SUFFIX, one_painting, read_meta
         from ..memory import keep_freed_host_memory
         from ..runtime import autocast_dtype, pick_device
+        from ..style import SUFFIX, one_painting, read_meta
 
         self.device = pick_device(device)
-        self.dtype = autocast_dtype(precision, self.device)
+        self.precision, self.dtype = precision, autocast_dtype(precision, self.device)
         if self.device.type == "cpu":  # before the server's threads start: a thread keeps the arena it first took
             keep_freed_host_memory()
         self.styles: dict[str, Style] = {}
@@ -71,7 +71,6 @@ class StyleLibrary:
     def stylizer(self, name: str, blend: tuple[str, float] | None = None):
         """The style's Stylizer, loaded on first use and kept; with `blend` (another painting of its file and that
         painting's weight, from 0 to 1), the blend's, the last KEPT_BLENDS of them kept."""
-        from ..checkpoint import load_style, select
         from ..inference import Stylizer
 
         style = self.get(name)
@@ -80,22 +79,17 @@ class StyleLibrary:
             if other not in self.partners(name):
                 raise UserError(f"{other!r} is not a painting of {name}'s file: it blends with "
                                 f"{', '.join(self.partners(name)) or 'none'}")
-            if not 0 <= weight <= 1:
-                raise UserError(f"a blend's weight is from 0 to 1, got {weight}")
+            check_fraction(weight, "a blend's weight")
             spec = f"{name}:{1 - weight:g},{other}:{weight:g}"
             with self.blends_lock:
                 if spec not in self.blends:
-                    net, meta = load_style(style.path, self.device)
-                    select(net, meta, spec)
-                    self.blends[spec] = Stylizer(net, self.device, self.dtype)
+                    self.blends[spec] = Stylizer.from_style(style.path, self.device, self.precision, spec)
                     while len(self.blends) > KEPT_BLENDS:
                         self.blends.pop(next(iter(self.blends)))
                 return self.blends[spec]
         with style.lock:
             if style.stylizer is None:
-                net, meta = load_style(style.path, self.device)
-                select(net, meta, style.painting)
-                style.stylizer = Stylizer(net, self.device, self.dtype)
+                style.stylizer = Stylizer.from_style(style.path, self.device, self.precision, style.painting)
         return style.stylizer
 
     def thumbnail(self, name: str, size: int = 192) -> bytes:
@@ -104,8 +98,8 @@ class StyleLibrary:
         from PIL import Image
 
         from .. import ASSETS
-        from ..checkpoint import asset_path
         from ..images import encode_image, load_image
+        from ..style import asset_path
 
         style = self.get(name)
         if style.thumbnail is None:

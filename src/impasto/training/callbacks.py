@@ -13,8 +13,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, Timer, TQDMProgressBar
 
-from .errors import UserError
-from .files import fsync
+from ..errors import UserError
+from ..files import fsync
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl+C; what clusters and `kill` send before they kill
 

@@ -1,6 +1,6 @@
-"""compare.py: how good is a trained style? Its loss against Gatys's optimization on the same images and loss.
+"""impasto-compare: how good is a trained style? Its loss against Gatys's optimization on the same images and loss.
 
-For each photo, at the same size and with the checkpoint's own loss config (same layers, weights and style image):
+For each photo, at the same size and with the style's own loss config (same layers, weights and style image):
 the fast network's output, and Gatys L-BFGS from the photo after each of `--steps` steps. Writes a table to stdout,
 compare.csv and compare.json, and a panel per photo: content | fast | Gatys@100 | Gatys@500.
 """
@@ -14,17 +14,16 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
-from PIL import Image, ImageDraw
 
-from .checkpoint import asset_path, open_style
-from .config import load_style_images
-from .errors import UserError, exit_on_user_error
-from .files import write_atomic
-from .formats import IMAGE_SUFFIXES
-from .gatys import check_finite, evaluate, optimize_pixels
-from .images import collect_files, load_image, resize_long_side, save_atomic, to_pil, to_tensor
-from .losses import build_perceptual_loss
-from .runtime import autocast_dtype, pick_device
+from ..config import load_style_images
+from ..errors import UserError, exit_on_user_error
+from ..files import write_atomic
+from ..formats import IMAGE_SUFFIXES
+from ..gatys import check_finite, evaluate, optimize_pixels
+from ..images import collect_files, grid, load_image, resize_long_side, save_atomic, to_tensor
+from ..losses import build_perceptual_loss
+from ..runtime import autocast_dtype, pick_device
+from ..style import asset_path, open_style
 
 COLUMNS = ["image", "method", "content", "style", "tv", "total", "seconds"]
 
@@ -32,12 +31,13 @@ COLUMNS = ["image", "method", "content", "style", "tv", "total", "seconds"]
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("inputs", nargs="+", help="photos or folders (ideally not trained on)")
-    p.add_argument("--ckpt", required=True,
+    p.add_argument("--style", required=True,
                    help="a style: its name (starry_night: checkpoints/, else the shipped one) or its .safetensors file")
     p.add_argument("--size", type=int, default=512, help="long side for both methods (default 512)")
     p.add_argument("--steps", default="50,100,200,500", help="Gatys L-BFGS step counts to report (comma-separated)")
-    p.add_argument("--painting", help="which painting of a file of several (a name alone in --ckpt finds it too)")
-    p.add_argument("--style", nargs="+", help="style image(s), if the checkpoint's are not on this machine")
+    p.add_argument("--painting", help="which painting of a file of several (a name alone in --style finds it too)")
+    p.add_argument("--painting-image", nargs="+",
+                   help="the painting's image(s), where the style's are not on this machine")
     p.add_argument("--out-dir", default="compare", help="where the CSV, JSON and panels go (default ./compare)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", help="Gatys loop precision: auto, fp32 or bf16")
@@ -71,30 +71,17 @@ def style_images(meta: dict, override: list[str] | None) -> list[str]:
     return found
 
 
-def panel(columns: list[tuple[str, torch.Tensor]]) -> Image.Image:
-    """Images side by side with a caption above each."""
-    tiles = [to_pil(t[0]) for _, t in columns]
-    w, h, pad, caption = tiles[0].width, tiles[0].height, 8, 22
-    sheet = Image.new("RGB", (len(tiles) * (w + pad) + pad, h + caption + pad), "white")
-    draw = ImageDraw.Draw(sheet)
-    for i, ((label, _), tile) in enumerate(zip(columns, tiles)):
-        x = pad + i * (w + pad)
-        draw.text((x, 5), label, fill="black")
-        sheet.paste(tile, (x, caption))
-    return sheet
-
-
 def compare(args: argparse.Namespace) -> list[dict]:
     steps = parse_steps(args.steps)
     if args.size <= 0:
         raise UserError(f"--size must be positive, got {args.size}")
     device = pick_device(args.device)
     dtype = autocast_dtype(args.precision, device)
-    net, meta = open_style(args.ckpt, device, args.painting)
+    net, meta = open_style(args.style, device, args.painting)
     if meta.get("blend"):
-        raise UserError("compare.py scores one painting against Gatys: pass --painting NAME, not a blend")
+        raise UserError("impasto-compare scores one painting against Gatys: pass --painting NAME, not a blend")
     photos = collect_files(args.inputs, IMAGE_SUFFIXES)  # photos only: Gatys has no video mode
-    style_cfg = OmegaConf.create({"image": style_images(meta, args.style), "size": meta.get("style_size", 512),
+    style_cfg = OmegaConf.create({"image": style_images(meta, args.painting_image), "size": meta.get("style_size", 512),
                                   "blend": meta.get("style_blend")})
     styles, blend = load_style_images(style_cfg)
     loss = build_perceptual_loss(meta["loss"]).to(device)
@@ -140,7 +127,8 @@ def compare(args: argparse.Namespace) -> list[dict]:
             rows.append({"image": photo.name, "method": f"gatys@{n}", **terms, "seconds": seconds})
         shown = [n for n in (100, 500) if n in steps] or steps[-2:]
         columns = [("content", content), ("fast", fast)] + [(f"Gatys@{n}", snapshots[n][0].clamp(0, 1)) for n in shown]
-        save_atomic(panel(columns), out_dir / f"panel_{photo.stem}.png")
+        labels, row = zip(*columns)
+        save_atomic(grid([list(row)], max(row[0].shape[-2:]), labels=list(labels)), out_dir / f"panel_{photo.stem}.png")
     return rows
 
 
@@ -215,3 +203,7 @@ def main(argv: list[str] | None = None) -> None:
         print(format_table(rows + means))
         for image, verdict in verdicts.items():
             print(f"{image}: {verdict}")
+
+
+if __name__ == "__main__":
+    main()

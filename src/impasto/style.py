@@ -16,7 +16,7 @@ import torch
 
 from . import ASSETS, __version__, formats
 from .errors import UserError
-from .files import write_atomic
+from .files import refuse_overwrite, write_atomic
 from .formats import STYLE_FORMAT, STYLE_FORMAT_VERSION, painting_names
 from .transformer import TransformerConfig, TransformerNet
 
@@ -47,12 +47,12 @@ def save_style(path: str | os.PathLike, net: TransformerNet, meta: dict[str, Any
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
-    """The checkpoint's metadata, or a UserError naming the file if it is not an impasto style checkpoint."""
+    """The style file's metadata, or a UserError naming the file if it is not an impasto style."""
     from safetensors import safe_open
 
     path = Path(path).expanduser()
     if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist: train a style first or pass an existing --ckpt")
+        raise UserError(f"style {path} does not exist: train a style first or pass an existing style file")
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
@@ -61,8 +61,8 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     if not header and formats.header_meta(path, whole=False):
         raise UserError(f"{path} is an impasto style cut short (truncated): copy or export it again")
     if header.get("format") != STYLE_FORMAT:
-        raise UserError(f"{path} is not an impasto style checkpoint: pass a checkpoints/<style>.safetensors "
-                        "file exported by train.py")
+        raise UserError(f"{path} is not an impasto style: pass a checkpoints/<style>.safetensors file exported by "
+                        "train.py")
     if int(header.get("format_version", 0)) > STYLE_FORMAT_VERSION:
         raise UserError(f"{path} was written by a newer impasto (format {header['format_version']}): upgrade impasto")
     return json.loads(header["meta"])
@@ -98,7 +98,7 @@ def select(net: TransformerNet, meta: dict[str, Any], spec: str | None) -> dict[
     names = painting_names(meta)
     if spec is None:
         if len(names) > 1:
-            raise UserError(f"this style file holds {len(names)} paintings: pass --style NAME, one of "
+            raise UserError(f"this style file holds {len(names)} paintings: pass --painting NAME, one of "
                             f"{', '.join(names)}, or a blend such as {names[0]}:0.5,{names[1]}:0.5")
         return meta
     mix = parse_mix(spec, names)
@@ -255,15 +255,24 @@ def prior_meta(names: list[str], style_cfgs: list, source: dict[str, Any] | None
             "hours": dict(prior.get("hours", {})), "init_from": prior.get("source")}
 
 
-def style_meta(hparams: dict, steps: int, prior: dict[str, Any], images: list[int], seconds: float = 0.0,
+def recipe(config: dict, data_description: str) -> dict:
+    """What a style's metadata takes from its training run, out of the run's resolved config: the network, the loss,
+    the paintings trained, the data. The LightningModule keeps it as its own argument (and checkpoints it); a
+    checkpoint of an older run, which kept the whole config instead, gives it through here too."""
+    return {"model": config["model"], "loss": config["loss"], "style": config["style"],
+            "trained": list(config.get("styles") or [config["style"]["name"]]), "name": config["export"]["name"],
+            "data": {"description": data_description, "size": config["data"]["size"],
+                     "batch_size": config["data"]["batch_size"]}}
+
+
+def style_meta(recipe: dict, steps: int, prior: dict[str, Any], images: list[int], seconds: float = 0.0,
                device: str = "cpu", cpu_seconds: float = 0.0) -> dict:
-    """The export's metadata, from the run's resolved config (as saved in its hyperparameters) and what it started
-    from (`prior`, prior_meta). `images`: the images each trained painting saw in this run (in the order of
-    `styles`, or the one style); `seconds`: the run's wall seconds of training on `device` (cpu, cuda);
-    `cpu_seconds`: the CPU time its process spent, every core's, which a shared machine does not inflate."""
+    """The export's metadata, from the run's `recipe` and what it started from (`prior`, prior_meta). `images`: the
+    images each trained painting saw in this run (in the order of `recipe["trained"]`); `seconds`: the run's wall
+    seconds of training on `device` (cpu, cuda); `cpu_seconds`: the CPU time its process spent, every core's, which a
+    shared machine does not inflate."""
     paintings = [dict(p) for p in prior["paintings"]]
-    trained = hparams.get("styles") or [hparams["style"]["name"]]
-    for name, count in zip(trained, images):
+    for name, count in zip(recipe["trained"], images):
         entry = next(p for p in paintings if p["name"] == name)
         entry["images"] = entry.get("images", 0) + count
     hours = dict(prior["hours"])
@@ -274,17 +283,17 @@ def style_meta(hparams: dict, steps: int, prior: dict[str, Any], images: list[in
         "images": prior["images"] + sum(images),
         "hours": hours,
         "init_from": prior["init_from"],
-        "loss": hparams["loss"],
-        "loss_network": hparams["loss"]["network"]["weights"],
-        "data": hparams["data_description"],
-        "image_size": hparams["data"]["size"],
-        "batch_size": hparams["data"]["batch_size"],
+        "loss": recipe["loss"],
+        "loss_network": recipe["loss"]["network"]["weights"],
+        "data": recipe["data"]["description"],
+        "image_size": recipe["data"]["size"],
+        "batch_size": recipe["data"]["batch_size"],
     }
     if len(paintings) == 1:  # a one-painting file keeps the flat keys every reader knows
         painting = paintings[0]
         return {**meta, "style": painting["name"], "style_image": painting["style_image"],
                 "style_size": painting["style_size"], "style_blend": painting["style_blend"]}
-    return {**meta, "style": hparams["export"]["name"], "paintings": paintings}
+    return {**meta, "style": recipe["name"], "paintings": paintings}
 
 
 def export_lightning_checkpoint(ckpt: str | Path, target: str | Path, overwrite: bool = False) -> Path:
@@ -292,16 +301,15 @@ def export_lightning_checkpoint(ckpt: str | Path, target: str | Path, overwrite:
     ckpt, target = Path(ckpt).expanduser(), Path(target).expanduser()
     if not ckpt.is_file():
         raise UserError(f"Lightning checkpoint {ckpt} does not exist: look in outputs/<style>/<run>/checkpoints/")
-    if target.exists() and not overwrite:
-        raise UserError(f"{target} exists: pass --overwrite to replace it, or another output path")
+    refuse_overwrite(target, overwrite)
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         hparams, weights = state["hyper_parameters"], state["state_dict"]
-        style_cfg = hparams["style"]
-        prior = state.get("impasto_prior") or prior_meta([style_cfg["name"]], [style_cfg], None)
+        run = hparams["recipe"] if "recipe" in hparams else recipe(hparams, hparams["data_description"])
+        prior = state.get("impasto_prior") or prior_meta([run["style"]["name"]], [run["style"]], None)
         # the grid as built, which init_from may have made centred whatever `model` said
         down_kernel = weights["transformer.down1.0.weight"].shape[-1]
-        transformer = TransformerNet(TransformerConfig.from_dict({**hparams["model"], "down_kernel": down_kernel,
+        transformer = TransformerNet(TransformerConfig.from_dict({**run["model"], "down_kernel": down_kernel,
                                                                   "styles": len(prior["paintings"])}))
         transformer.load_state_dict({k.removeprefix("transformer."): v for k, v in weights.items()
                                      if k.startswith("transformer.")})
@@ -309,7 +317,7 @@ def export_lightning_checkpoint(ckpt: str | Path, target: str | Path, overwrite:
         raise UserError(f"{ckpt} is not a train.py checkpoint ({type(e).__name__}): pass "
                         "outputs/<style>/<run>/checkpoints/last.ckpt") from None
     steps = state["global_step"]
-    images = images_per_painting(steps, hparams["data"]["batch_size"], len(hparams.get("styles") or [None]))
-    meta = style_meta(hparams, steps, prior, images, state.get("impasto_seconds", 0.0),
+    images = images_per_painting(steps, run["data"]["batch_size"], len(run["trained"]))
+    meta = style_meta(run, steps, prior, images, state.get("impasto_seconds", 0.0),
                       state.get("impasto_device", "cpu"), state.get("impasto_cpu_seconds", 0.0))
     return save_style(target, transformer, meta)

@@ -7,9 +7,9 @@ import pytorch_lightning as pl
 import torch
 from torchvision.utils import make_grid
 
-from .losses import PerceptualLoss, stability_loss
-from .runtime import conv_memory_format
-from .transformer import TransformerNet
+from ..losses import PerceptualLoss, stability_loss
+from ..runtime import conv_memory_format
+from ..transformer import TransformerNet
 
 LOSS_NETWORK_PREFIX = "loss.network."
 
@@ -29,18 +29,18 @@ class CosineDecay:
 class StyleTransferSystem(pl.LightningModule):
     """Trains `transformer` to minimise `loss`, with Adam at `lr` (times `lr_schedule(step)` where there is one).
     `preview`: fixed photos shown in TensorBoard every `preview_every_n_steps`. `stability_weight`/`stability_noise`:
-    the video stability term (off at 0). `seed`: the stability noise's, per step. `run_config`: the run's resolved
-    config, saved as the hyperparameters, where TensorBoard shows it and scripts/export.py reads a style's metadata
-    back from a Lightning checkpoint. `trained`: the transformer's paintings this run trains, one per step in turn
-    (default: its first), each against the loss's target of the same rank. `norms_only`: train only the norms'
-    scales and shifts; every convolution stays as it is. `prior`: what the run started from (checkpoint.prior_meta),
-    kept in its checkpoints with the seconds trained."""
+    the video stability term (off at 0). `seed`: the stability noise's, per step. `recipe`: what the export's
+    metadata takes from the run (style.recipe), kept with the other plain arguments as the hyperparameters (in every
+    checkpoint, for impasto-export, and in TensorBoard). `trained`: the transformer's paintings this run trains, one
+    per step in turn (default: its first), each against the loss's target of the same rank. `norms_only`: train only
+    the norms' scales and shifts; every convolution stays as it is. `prior`: what the run started from
+    (style.prior_meta), kept in its checkpoints with the seconds trained."""
 
     def __init__(self, transformer: TransformerNet, loss: PerceptualLoss, *, lr: float,
                  lr_schedule: CosineDecay | None = None, preview: torch.Tensor | None = None,
                  preview_every_n_steps: int = 500,
                  stability_weight: float = 0.0, stability_noise: float = 0.02, seed: int = 0,
-                 run_config: dict | None = None, trained: list[int] | None = None, norms_only: bool = False,
+                 recipe: dict | None = None, trained: list[int] | None = None, norms_only: bool = False,
                  prior: dict | None = None):
         super().__init__()
         self.transformer = transformer
@@ -51,8 +51,8 @@ class StyleTransferSystem(pl.LightningModule):
         self.stability_noise = stability_noise
         self.preview_every_n_steps = preview_every_n_steps
         self.register_buffer("preview", preview, persistent=False)
-        if run_config:
-            self.save_hyperparameters(run_config)
+        self.recipe = recipe
+        self.save_hyperparameters(ignore=["transformer", "loss", "lr_schedule", "preview", "prior"])
         self.seed = seed
         self.trained = list(trained or [0])
         self.norms_only = norms_only

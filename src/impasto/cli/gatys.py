@@ -1,24 +1,27 @@
-"""run(cfg): the slow Gatys method as a tool: style, loss and reconstruction settings in, one image out."""
+"""The slow Gatys method, the reference the fast network is measured against: `impasto-gatys style=starry_night
+content=photo.jpg [overrides]` (conf/gatys.yaml). Style, loss and reconstruction settings in, one image out."""
 
 import json
 import logging
 import time
 from pathlib import Path
 
+import hydra
 import torch
 import torch.nn.functional as F
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from .color import preserve_color
-from .config import load_style_images
-from .errors import UserError
-from .files import write_atomic
-from .gatys import check_finite, evaluate, initial_image, optimize_pixels
-from .images import load_image, resize_long_side, save_atomic, to_pil, to_tensor
-from .losses import build_perceptual_loss
-from .runtime import autocast_dtype, pick_device, sync
-from .vgg import LAYER_NAMES
+from ..color import preserve_color
+from ..config import CONF_DIR, load_style_images
+from ..errors import UserError, exit_on_user_error
+from ..files import refuse_overwrite, write_atomic
+from ..gatys import check_finite, evaluate, initial_image, optimize_pixels
+from ..images import load_image, resize_long_side, save_atomic, to_pil, to_tensor
+from ..losses import build_perceptual_loss
+from ..runtime import autocast_dtype, pick_device, sync
+from ..vgg import LAYER_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +68,7 @@ def run(cfg: DictConfig, log_dir: Path | None = None) -> dict:
     if cfg.steps < 0:
         raise UserError(f"steps must be 0 or more, got {cfg.steps}")
     out = output_path(cfg)
-    if out.exists() and not cfg.overwrite:
-        raise UserError(f"output {out} exists: pass overwrite=true to replace it, or output=PATH")
+    refuse_overwrite(out, cfg.overwrite, "overwrite=true", "output=PATH")
     device = pick_device(cfg.device)
     dtype = autocast_dtype(cfg.precision, device)
     photo = load_image(cfg.content, "content image")
@@ -93,7 +95,7 @@ def run(cfg: DictConfig, log_dir: Path | None = None) -> dict:
         writer = SummaryWriter(str(log_dir / "tb"))
     image, content = None, None
     total_steps = cfg.steps * len(scales)
-    bar = tqdm(total=total_steps, desc="optimize", unit="step", disable=None)
+    bar = tqdm(total=total_steps, desc="gatys", unit="step", disable=None)
     done = 0
     for size in scales:
         content = to_tensor(resize_long_side(photo, size)).unsqueeze(0).to(device)
@@ -144,3 +146,19 @@ def run(cfg: DictConfig, log_dir: Path | None = None) -> dict:
     log.info("wrote %s: total loss %.4g (content %.4g, style %.4g, tv %.4g)", out, terms["total"],
              terms["content"], terms["style"], terms["tv"])
     return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="gatys")
+def _gatys(cfg: DictConfig) -> None:
+    with exit_on_user_error():
+        run(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+def main() -> None:
+    from .train import run_hydra
+
+    run_hydra(_gatys, "gatys")
+
+
+if __name__ == "__main__":
+    main()

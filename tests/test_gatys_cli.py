@@ -1,4 +1,4 @@
-"""scripts/optimize.py and scripts/compare.py as a user runs them, on tiny sizes."""
+"""impasto-gatys and impasto-compare as a user runs them, on tiny sizes."""
 
 import csv
 import json
@@ -7,17 +7,17 @@ import time
 import pytest
 from PIL import Image
 
-from conftest import assert_user_error, run
+from conftest import assert_user_error, cli
 
 pytestmark = pytest.mark.slow  # trains or runs a script in a subprocess
 
 TINY = ["size=40", "style.size=64", "log_every_n_steps=2"]
 
 
-def test_optimize_writes_image_tensorboard_and_metrics(tmp_path, photo):
+def test_gatys_writes_image_tensorboard_and_metrics(tmp_path, photo):
     out, metrics = tmp_path / "out.png", tmp_path / "m.json"
     started = time.perf_counter()
-    result = run("scripts/optimize.py", f"content={photo}", "steps=4", *TINY, f"output={out}", f"metrics={metrics}",
+    result = cli("gatys", f"content={photo}", "steps=4", *TINY, f"output={out}", f"metrics={metrics}",
                  f"hydra.run.dir={tmp_path / 'run'}", "preserve_color=true")
     wall = time.perf_counter() - started
     assert result.returncode == 0, result.stderr[-2000:]
@@ -25,7 +25,7 @@ def test_optimize_writes_image_tensorboard_and_metrics(tmp_path, photo):
         assert max(im.size) == 40
     m = json.loads(metrics.read_text())
     assert m["steps"] == 4 and m["final_loss"]["total"] > 0
-    phases = m["timings"]  # what bench.py optimize reports: the run's phases, adding up to its time
+    phases = m["timings"]  # what bench.py gatys reports: the run's phases, adding up to its time
     assert list(phases) == ["setup_s", "first_step_s", "steps_s", "finish_s"] and min(phases.values()) >= 0
     assert phases["steps_s"] > 0 and phases["setup_s"] > 0
     assert sum(phases.values()) < wall  # the run's own clock inside the process's, which adds start-up and imports
@@ -35,25 +35,25 @@ def test_optimize_writes_image_tensorboard_and_metrics(tmp_path, photo):
 
 def test_reconstruction_and_multiscale_and_adam(tmp_path, photo):
     out = tmp_path / "style_only.png"
-    result = run("scripts/optimize.py", f"content={photo}", "steps=2", *TINY, "reconstruct=style", "layer=relu2_1",
+    result = cli("gatys", f"content={photo}", "steps=2", *TINY, "reconstruct=style", "layer=relu2_1",
                  "init=noise", "solver=adam", "scales=[24,40]", f"output={out}", f"hydra.run.dir={tmp_path / 'r'}")
     assert result.returncode == 0, result.stderr[-2000:]
     with Image.open(out) as im:
         assert max(im.size) == 40
 
 
-def test_optimize_bad_inputs(tmp_path, photo):
+def test_gatys_bad_inputs(tmp_path, photo):
     base = [f"hydra.run.dir={tmp_path / 'r'}", f"output={tmp_path / 'o.png'}", "steps=1", *TINY]
-    assert_user_error(run("scripts/optimize.py", f"content={tmp_path / 'missing.jpg'}", *base), "missing.jpg")
+    assert_user_error(cli("gatys", f"content={tmp_path / 'missing.jpg'}", *base), "missing.jpg")
     fake = tmp_path / "fake.png"
     fake.write_text("no image")
-    assert_user_error(run("scripts/optimize.py", f"content={fake}", *base), "fake.png", "not a readable image")
-    assert_user_error(run("scripts/optimize.py", f"content={photo}", f"style.image={fake}", *base), "fake.png")
-    assert_user_error(run("scripts/optimize.py", f"content={photo}", *base, "steps=-3"), "steps", "-3")
-    assert_user_error(run("scripts/optimize.py", f"content={photo}", *base,
+    assert_user_error(cli("gatys", f"content={fake}", *base), "fake.png", "not a readable image")
+    assert_user_error(cli("gatys", f"content={photo}", f"style.image={fake}", *base), "fake.png")
+    assert_user_error(cli("gatys", f"content={photo}", *base, "steps=-3"), "steps", "-3")
+    assert_user_error(cli("gatys", f"content={photo}", *base,
                           f"style.image=[{photo},{photo}]", "style.blend=[1.0]"), "style.blend", "2 style images")
-    assert_user_error(run("scripts/optimize.py", f"content={photo}", *base, "reconstruct=content"), "init=noise")
-    assert_user_error(run("scripts/optimize.py", f"content={photo}", *base, "device=cpu", "cuda_graph=true"),
+    assert_user_error(cli("gatys", f"content={photo}", *base, "reconstruct=content"), "init=noise")
+    assert_user_error(cli("gatys", f"content={photo}", *base, "device=cpu", "cuda_graph=true"),
                       "CUDA graphs need a CUDA device")
 
 
@@ -61,8 +61,8 @@ def test_compare_table_has_its_rows_and_columns(tmp_path, photo, tiny_ckpt):
     out_dir = tmp_path / "cmp"
     other = tmp_path / "other.png"
     Image.open(photo).transpose(Image.Transpose.FLIP_TOP_BOTTOM).save(other)
-    result = run("scripts/compare.py", "--ckpt", str(tiny_ckpt), str(photo), str(other), "--size", "32", "--steps",
-                 "2,4", "--out-dir", str(out_dir), "--style", str(photo))
+    result = cli("compare", "--style", str(tiny_ckpt), str(photo), str(other), "--size", "32", "--steps",
+                 "2,4", "--out-dir", str(out_dir), "--painting-image", str(photo))
     assert result.returncode == 0, result.stderr[-2000:]
     with open(out_dir / "compare.csv") as f:
         rows = list(csv.DictReader(f))
@@ -80,5 +80,5 @@ def test_compare_table_has_its_rows_and_columns(tmp_path, photo, tiny_ckpt):
 
 
 def test_compare_bad_inputs(tmp_path, photo, tiny_ckpt):
-    assert_user_error(run("scripts/compare.py", "--ckpt", str(tiny_ckpt), str(photo), "--steps", "0,x"), "--steps")
-    assert_user_error(run("scripts/compare.py", "--ckpt", str(photo), str(photo)), "photo.png", "not an impasto")
+    assert_user_error(cli("compare", "--style", str(tiny_ckpt), str(photo), "--steps", "0,x"), "--steps")
+    assert_user_error(cli("compare", "--style", str(photo), str(photo)), "photo.png", "not an impasto")

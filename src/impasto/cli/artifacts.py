@@ -1,4 +1,4 @@
-"""artifacts.py: how much a style's artifacts show, measured on photos across sizes.
+"""impasto-artifacts: how much a style's artifacts show, measured on photos across sizes.
 
 Numbers per photo and size (long side), each the worst over the image:
 - dark_blob: instance norm's "droplet", a patch that is near black (luminance under 40/255) and flat (local std
@@ -19,12 +19,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from .checkpoint import open_style
-from .errors import UserError, exit_on_user_error
-from .formats import IMAGE_SUFFIXES
-from .images import collect_files, load_image, resize_long_side, save_atomic, to_pil, to_tensor
+from ..errors import UserError, exit_on_user_error
+from ..formats import IMAGE_SUFFIXES
+from ..images import collect_files, grid, load_image, resize_long_side, save_atomic, to_tensor
+from ..style import open_style
 
 LUMA = (0.299, 0.587, 0.114)
 
@@ -87,30 +86,10 @@ def measure(net: torch.nn.Module, photo: torch.Tensor) -> tuple[torch.Tensor, di
                       "residual_peak": round(peaks[0], 2)}
 
 
-def grid(rows: list[list[torch.Tensor]], tile: int = 384, pad: int = 6, labels: list[str] | None = None) -> Image.Image:
-    """Images (each shown at `tile` px long side) in rows and columns on white, each row as tall as its tallest;
-    `labels`, one per column, in a band above them."""
-    from PIL import ImageDraw
-
-    tiles = [[resize_long_side(to_pil(t[0]), tile) for t in row] for row in rows]
-    heights = [max(im.height for im in row) for row in tiles]
-    band = 18 if labels else 0
-    sheet = Image.new("RGB", (len(tiles[0]) * (tile + pad) + pad, band + sum(heights) + pad * (len(tiles) + 1)),
-                      "white")
-    for c, label in enumerate(labels or []):
-        ImageDraw.Draw(sheet).text((pad + c * (tile + pad), pad), label, fill="black")
-    top = pad + band
-    for row, height in zip(tiles, heights):
-        for c, im in enumerate(row):
-            sheet.paste(im, (pad + c * (tile + pad), top))
-        top += height + pad
-    return sheet
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="artifacts.py", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="impasto-artifacts", description=__doc__.splitlines()[0])
     p.add_argument("inputs", nargs="+", help="photos or folders, ideally never trained on")
-    p.add_argument("--ckpt", action="append", required=True, help="a style, by name or file (repeat for several)")
+    p.add_argument("--style", action="append", required=True, help="a style, by name or file (repeat for several)")
     p.add_argument("--sizes", default="256,512,1024,2048", help="long sides to stylize at (comma-separated)")
     p.add_argument("--out-dir", default="artifacts", help="where the grids go (default ./artifacts)")
     return p.parse_args(argv)
@@ -126,8 +105,8 @@ def main(argv: list[str] | None = None) -> None:
         photos = collect_files(args.inputs, IMAGE_SUFFIXES)
         images = [load_image(p, "input image") for p in photos]
         report = {"sizes": sizes, "photos": [p.name for p in photos], "styles": {}}
-        for ckpt in args.ckpt:
-            net, meta = open_style(ckpt)
+        for style in args.style:
+            net, meta = open_style(style)
             rows, per_photo, by_size = [], {}, {}
             for path, image in zip(photos, images):
                 row = []
@@ -141,6 +120,10 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append(row)
             summary = {size: {name: {"mean": round(sum(v) / len(v), 3), "max": max(v)} for name, v in numbers.items()}
                        for size, numbers in by_size.items()}
-            report["styles"][Path(ckpt).name] = {"summary": summary, "photos": per_photo}
-            save_atomic(grid(rows), Path(args.out_dir) / f"grid_{Path(ckpt).stem}.jpg")
+            report["styles"][Path(style).name] = {"summary": summary, "photos": per_photo}
+            save_atomic(grid(rows), Path(args.out_dir) / f"grid_{Path(style).stem}.jpg")
         print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -20,9 +20,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, default_collate
 
-from . import ASSETS
-from .errors import UserError
-from .images import list_images, load_image, to_tensor
+from .. import ASSETS
+from ..errors import UserError
+from ..images import list_images, load_image, to_tensor
 
 log = logging.getLogger(__name__)
 

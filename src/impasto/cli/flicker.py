@@ -1,7 +1,7 @@
-"""flicker.py: how much does a style flicker on a video? Frames are stylized one by one, so whatever the network
+"""impasto-flicker: how much does a style flicker on a video? Frames are stylized one by one, so whatever the network
 does with small frame-to-frame changes (sensor noise, compression) shows as shimmering texture.
 
-For each checkpoint and video: the mean absolute change between consecutive frames, in 1/255, of the input and of
+For each style and video: the mean absolute change between consecutive frames, in 1/255, of the input and of
 the stylized output, over every pixel and over the pixels whose input changed by less than 2/255 ("static": there,
 any change in the output is flicker, not motion). Prints a table and, last, one JSON line with every row.
 """
@@ -12,13 +12,12 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import open_style
-from .errors import UserError, exit_on_user_error
-from .formats import VIDEO_SUFFIXES
-from .images import collect_files
-from .inference import Stylizer
-from .runtime import pick_device
-from .video import read_frames
+from ..errors import UserError, exit_on_user_error
+from ..formats import VIDEO_SUFFIXES
+from ..images import collect_files
+from ..inference import Stylizer
+from ..runtime import pick_device
+from ..video import read_frames
 
 STATIC = 2 / 255  # an input change below this is noise, not motion
 
@@ -40,9 +39,9 @@ def flicker(forward, frames: torch.Tensor, batch: int = 8) -> dict[str, float | 
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="flicker.py", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="impasto-flicker", description=__doc__.splitlines()[0])
     p.add_argument("videos", nargs="+", help="videos or folders of videos")
-    p.add_argument("--ckpt", nargs="+", required=True, help="one or more styles to compare, by name or file")
+    p.add_argument("--style", nargs="+", required=True, help="one or more styles to compare, by name or file")
     p.add_argument("--size", type=int, default=256, help="long side of the frames (default 256)")
     p.add_argument("--frames", type=int, default=60, help="frames from the start of each video (default 60)")
     p.add_argument("--device", default="auto")
@@ -54,12 +53,16 @@ def main(argv: list[str] | None = None) -> None:
         device = pick_device(args.device)
         clips = {v: read_frames(v, args.size, args.frames) for v in videos}
         rows = []
-        for ckpt in args.ckpt:
-            forward = Stylizer(open_style(ckpt, device)[0], device, None)
+        for style in args.style:
+            forward = Stylizer.from_style(style, device, "fp32")
             for video, frames in clips.items():
                 r = {k: None if v is None else round(v, 3) for k, v in flicker(forward, frames).items()}
-                rows.append({"ckpt": str(ckpt), "video": str(video), "frames": len(frames), **r})
+                rows.append({"style": str(style), "video": str(video), "frames": len(frames), **r})
                 static = "   –  " if r["output_static"] is None else f"{r['output_static']:6.2f}"
-                print(f"{Path(ckpt).name:32} {video.name:24} input {r['input']:6.2f}  output {r['output']:6.2f}  "
+                print(f"{Path(style).name:32} {video.name:24} input {r['input']:6.2f}  output {r['output']:6.2f}  "
                       f"static {static}  ({r['static_fraction']:.0%} of pixels static)")
     print(json.dumps({"flicker": rows, "size": args.size}))
+
+
+if __name__ == "__main__":
+    main()

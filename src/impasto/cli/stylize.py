@@ -11,8 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import EXIT_USER_ERROR, UserError, exit_on_user_error
-from .formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_output, find_style, is_video
+from ..errors import EXIT_USER_ERROR, UserError, check_fraction, exit_on_user_error
+from ..files import refuse_overwrite
+from ..formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_output, find_style, is_video
 
 # torch, Pillow and PyAV are imported where they are used, after the arguments parse: `--help` and a usage error
 # answer at once, without the second that importing torch takes.
@@ -22,12 +23,13 @@ MEDIA_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Stylize photos and videos with a trained impasto style.")
     p.add_argument("inputs", nargs="+", help="image or video files, or folders of them; - reads one image from stdin")
-    p.add_argument("--ckpt",
-                   help="a style: its name (starry_night: checkpoints/, else the shipped one) or its file "
-                        "(.safetensors, .onnx); a name may be one painting of a file of several")
     p.add_argument("--style",
-                   help="for a file of several paintings: which one (NAME), or a blend of them by weight "
+                   help="a style: its name (starry_night: checkpoints/, else the shipped one), its file "
+                        "(.safetensors, .onnx), or a blend of one file's paintings by weight "
                         "(starry_night:0.7,the_scream:0.3)")
+    p.add_argument("--painting",
+                   help="for a style file of several paintings: which one (NAME), or a blend by weight")
+    p.add_argument("--ckpt", help=argparse.SUPPRESS)  # --style's older name
     out = p.add_mutually_exclusive_group(required=True)
     out.add_argument("-o", "--output", help="output file, for a single input; - writes the image to stdout (JPEG, or "
                                             "PNG for a photo with transparency)")
@@ -55,10 +57,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--sheet", action="store_true",
                    help="one picture of the photo in every painting, labelled: every shipped painting, or every "
-                        "painting of --ckpt's file (at --size, default 512)")
+                        "painting of --style's file (at --size, default 512)")
     p.add_argument("--json", action="store_true",
                    help="one JSON line on stdout per output: input, output, size, style, strength, device, seconds")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.ckpt:  # `--ckpt FILE --style NAME` as it was: the style file, then its painting
+        args.painting = args.painting or args.style
+        args.style = args.ckpt
+    return args
 
 
 STDIO = Path("-")  # an input read from stdin, an output written to stdout
@@ -91,14 +97,11 @@ def plan_outputs(inputs: list[Path], output: str | None, out_dir: str | None) ->
     return outputs
 
 
-def refuse_overwrite(dst: Path, overwrite: bool) -> None:
-    if dst != STDIO and dst.exists() and not overwrite:
-        raise UserError(f"output {dst} exists: pass --overwrite to replace it")
 
 
 def read_photo(src: Path, args: argparse.Namespace):
     """The input photo (from stdin for -), within --max-megapixels."""
-    from .images import TooManyPixels, load_photo
+    from ..images import TooManyPixels, load_photo
 
     source = sys.stdin.buffer.read() if src == STDIO else src
     try:
@@ -110,7 +113,7 @@ def read_photo(src: Path, args: argparse.Namespace):
 def stylize_file(stylizer, src: Path, dst: Path, args: argparse.Namespace) -> tuple[str, tuple[int, int]]:
     """One image, as a viewer shows it (upright, in sRGB, its alpha and camera metadata kept); says how it ran, and
     the output's size."""
-    from .images import encode_image, long_side_size, resize_long_side, save_atomic
+    from ..images import encode_image, long_side_size, resize_long_side, save_atomic
 
     photo = read_photo(src, args)
     width, height = long_side_size(*photo.rgb.size, args.size, args.scale)
@@ -133,10 +136,11 @@ def report(args: argparse.Namespace, stylizer, meta: dict, src: Path, dst: Path,
 
 
 def stylize_one(stylizer, src: Path, dst: Path, args: argparse.Namespace, meta: dict) -> None:
-    refuse_overwrite(dst, args.overwrite)
+    if dst != STDIO:
+        refuse_overwrite(dst, args.overwrite)
     start = time.perf_counter()
     if is_video(src):
-        from .video import stylize_video
+        from ..video import stylize_video
 
         check = lambda width, height, frames: stylizer.check_frames(src, width, height, frames)  # noqa: E731
         v = stylize_video(stylizer, src, dst, args.size, args.scale, args.batch, check)
@@ -193,45 +197,46 @@ def say(line: str) -> None:
 def load_runtime(args: argparse.Namespace, videos: int):
     """The style ready to run, and its metadata: an .onnx style through onnxruntime, without importing torch, or a
     .safetensors one through PyTorch."""
-    ckpt, painting = find_style(args.ckpt)
-    if ckpt.suffix.lower() == ".onnx":
+    path, painting = find_style(args.style)
+    painting = args.painting or painting
+    if path.suffix.lower() == ".onnx":
         if args.device not in ("auto", "cpu") or args.precision not in ("auto", "fp32"):
             raise UserError("an .onnx style runs on the CPU in fp32 through onnxruntime: use the .safetensors style "
                             "for --device or --precision")
         if videos:
             raise UserError("an .onnx style stylizes images: use the .safetensors style for videos")
-        from .onnx_style import OnnxStyle
+        from ..onnx_style import OnnxStyle
 
-        style = OnnxStyle(ckpt, args.preserve_color, args.strength, args.style or painting)
+        style = OnnxStyle(path, args.preserve_color, args.strength, painting)
         return style, style.meta
-    from .inference import load_stylizer
+    from ..inference import Stylizer
 
-    return load_stylizer(ckpt, args.device, args.precision, args.preserve_color, args.strength,
-                         args.style or painting)
+    stylizer = Stylizer.from_style(path, args.device, args.precision, painting,
+                                   keep_colors=args.preserve_color, strength=args.strength)
+    return stylizer, stylizer.meta
 
 
 def sheet(args: argparse.Namespace) -> None:
     """--sheet: the photo in every painting, labelled, as one picture."""
-    from .artifacts import grid
-    from .checkpoint import read_meta
-    from .formats import SHIPPED_STYLES, painting_names
-    from .images import resize_long_side, save_atomic, to_tensor
-    from .inference import load_stylizer
+    from ..formats import SHIPPED_STYLES, painting_names
+    from ..images import grid, resize_long_side, save_atomic, to_tensor
+    from ..inference import Stylizer
+    from ..style import read_meta
 
     if len(args.inputs) != 1 or args.output is None or args.output == "-":
         raise UserError("--sheet takes one photo and -o FILE for the sheet")
     (dst,) = plan_outputs([Path(args.inputs[0])], args.output, None)
     refuse_overwrite(dst, args.overwrite)
-    files = [find_style(args.ckpt)[0]] if args.ckpt else sorted(SHIPPED_STYLES.glob("*.safetensors"))
+    files = [find_style(args.style)[0]] if args.style else sorted(SHIPPED_STYLES.glob("*.safetensors"))
     styles = [(path, name) for path in files for name in painting_names(read_meta(path))]
     photo = resize_long_side(read_photo(Path(args.inputs[0]), args).rgb, args.size or 512, args.scale)
     image = to_tensor(photo).unsqueeze(0)
     row, labels = [image], ["photo"]
     for path, painting in styles:
-        stylizer, meta = load_stylizer(path, args.device, args.precision, args.preserve_color, args.strength,
-                                       painting)
+        stylizer = Stylizer.from_style(path, args.device, args.precision, painting,
+                                       keep_colors=args.preserve_color, strength=args.strength)
         row.append(stylizer.image(image))
-        labels.append(meta["style"])
+        labels.append(stylizer.meta["style"])
     save_atomic(grid([row], tile=max(photo.size), labels=labels), dst)
     print(f"{args.inputs[0]} -> {dst} (a sheet of {len(styles)} paintings)", file=sys.stderr)
 
@@ -249,13 +254,12 @@ def main(argv: list[str] | None = None) -> None:
             raise UserError(f"--max-megapixels must be a positive number, got {args.max_megapixels}")
         if args.tile is not None and args.tile < 64:
             raise UserError(f"--tile must be 64 pixels or more, got {args.tile}")
-        if not 0 <= args.strength <= 1:
-            raise UserError(f"--strength must be between 0 and 1, got {args.strength}")
+        check_fraction(args.strength, "--strength")
         if args.sheet:
             return sheet(args)
-        if not args.ckpt:
-            raise UserError("pass --ckpt STYLE (a name such as starry_night, or a file), or --sheet")
-        from .images import collect_files
+        if not args.style:
+            raise UserError("pass --style STYLE (a name such as starry_night, or a file), or --sheet")
+        from ..images import collect_files
 
         if "-" in args.inputs and (args.inputs != ["-"] or args.output is None):
             raise UserError("- reads one image from stdin: give it alone, with -o FILE or -o -")
@@ -270,3 +274,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{len(inputs) - len(skipped)} written, {len(skipped)} skipped", file=sys.stderr)
     if skipped:
         sys.exit(EXIT_USER_ERROR)
+
+
+if __name__ == "__main__":
+    main()

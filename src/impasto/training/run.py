@@ -12,23 +12,33 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
-from . import checkpoint
+from ..config import load_style_images, style_configs, sweep_suffix
+from ..errors import Interrupted, UserError, check_fraction
+from ..files import refuse_overwrite
+from ..formats import painting_names
+from ..losses import build_perceptual_loss
+from ..memory import keep_freed_host_memory
+from ..runtime import bf16_is_fast
+from ..style import (
+    SUFFIX,
+    images_per_painting,
+    load_weights_into,
+    open_source,
+    prior_meta,
+    recipe,
+    save_style,
+    style_meta,
+)
+from ..transformer import TransformerConfig, TransformerNet
 from .callbacks import DivergenceGuard, LossProgressBar, ResumableCheckpoints, SittingTimer
-from .config import load_style_images, style_configs, sweep_suffix
 from .data import ImageDataModule, build_train_dataset, load_preview
-from .errors import Interrupted, UserError
-from .formats import painting_names
-from .losses import build_perceptual_loss
-from .memory import keep_freed_host_memory
-from .runtime import bf16_is_fast
 from .system import CosineDecay, StyleTransferSystem
-from .transformer import TransformerConfig, TransformerNet
 
 log = logging.getLogger(__name__)
 
 
 def export_path(cfg: DictConfig) -> Path:
-    return Path(cfg.export.dir).expanduser() / f"{cfg.export.name}{sweep_suffix()}{checkpoint.SUFFIX}"
+    return Path(cfg.export.dir).expanduser() / f"{cfg.export.name}{sweep_suffix()}{SUFFIX}"
 
 
 def runs_on_gpu(accelerator: str) -> bool:
@@ -75,13 +85,11 @@ class Run:
 
 def train(cfg: DictConfig) -> Path | None:
     """Fit a style; returns the exported checkpoint's path (on rank 0; None elsewhere)."""
-    if not OmegaConf.is_dict(cfg.optim):  # `optim=adam`, meant for the Gatys baseline, replaces the settings
+    if not OmegaConf.is_dict(cfg.optim):  # `optim=adam`, meant for the Gatys method, replaces the settings
         raise UserError(f"optim holds training's optimizer settings (optim.lr=...), not an option ({cfg.optim!r}); "
-                        "the Gatys baseline's optimizer is scripts/optimize.py solver=adam")
+                        "the Gatys method's optimizer is impasto-gatys solver=adam")
     target = export_path(cfg)
-    if target.exists() and not cfg.export.overwrite:
-        raise UserError(f"{target} exists and would be overwritten: pass export.overwrite=true to replace it, "
-                        "or export.name=NAME to write another file")
+    refuse_overwrite(target, cfg.export.overwrite, "export.overwrite=true", "export.name=NAME to write another file")
     if not runs_on_gpu(cfg.trainer.accelerator):  # before any thread starts: see keep_freed_host_memory
         keep_freed_host_memory()
     ckpt_path = cfg.ckpt_path
@@ -106,29 +114,29 @@ def train(cfg: DictConfig) -> Path | None:
                     "data/unreadable_images)", unreadable)
     if not trainer.is_global_zero:
         return None
-    images = checkpoint.images_per_painting(trainer.global_step, cfg.data.batch_size * trainer.world_size,
+    images = images_per_painting(trainer.global_step, cfg.data.batch_size * trainer.world_size,
                                             len(system.trained))
-    meta = checkpoint.style_meta(system.hparams, trainer.global_step, system.prior, images, system.seconds,
+    meta = style_meta(system.recipe, trainer.global_step, system.prior, images, system.seconds,
                                  trainer.strategy.root_device.type, system.cpu_seconds)
     if checkpoints.stopped_by is not None and cfg.ckpt_path == "last":  # a sitting ends: its snapshot, as at time
-        path = checkpoint.save_style(target, system.transformer, meta, cfg.export.half)
+        path = save_style(target, system.transformer, meta, cfg.export.half)
         raise Interrupted(checkpoints.stopped_by,
                           f"{checkpoints.stopped_by.name}: the sitting stopped at step {trainer.global_step}; its "
                           f"snapshot is {path}. The same command goes on from {checkpoints.path}")
     if checkpoints.stopped_by is not None:
-        partial = target.with_name(f"{target.stem}.partial-step{trainer.global_step}{checkpoint.SUFFIX}")
-        checkpoint.save_style(partial, system.transformer, {**meta, "partial": True})
+        partial = target.with_name(f"{target.stem}.partial-step{trainer.global_step}{SUFFIX}")
+        save_style(partial, system.transformer, {**meta, "partial": True})
         raise Interrupted(checkpoints.stopped_by,
                           f"{checkpoints.stopped_by.name}: stopped at step {trainer.global_step} of "
                           f"{trainer.max_steps}. To resume, run the same command with ckpt_path={checkpoints.path} "
                           f"added. The style so far is in {partial}")
     try:
-        path = checkpoint.save_style(target, system.transformer, meta, cfg.export.half)
+        path = save_style(target, system.transformer, meta, cfg.export.half)
     except UserError as e:  # a full disk, say: the run itself is safe in its checkpoint
-        raise UserError(f"{e}; the trained run is whole in {checkpoints.path}: export it with scripts/export.py "
+        raise UserError(f"{e}; the trained run is whole in {checkpoints.path}: export it with impasto-export "
                         "once there is room") from None
     stylize = "python stylize.py" if Path(sys.argv[0]).name == "train.py" else "impasto-stylize"
-    log.info("exported %s (%d steps): stylize with  %s --ckpt %s PHOTO -o OUT.jpg",
+    log.info("exported %s (%d steps): stylize with  %s --style %s PHOTO -o OUT.jpg",
              path, trainer.global_step, stylize, path)
     return path
 
@@ -158,9 +166,7 @@ def lr_schedule(cfg: DictConfig) -> CosineDecay | None:
     if not cfg.trainer.max_steps or cfg.trainer.max_steps < 1:
         raise UserError("optim.schedule=cosine decays over trainer.max_steps: set it (a time limit alone gives the "
                         "schedule no end)")
-    if not 0 <= cfg.optim.final_lr_fraction <= 1:
-        raise UserError(f"optim.final_lr_fraction is a fraction of optim.lr, from 0 to 1, got "
-                        f"{cfg.optim.final_lr_fraction}")
+    check_fraction(cfg.optim.final_lr_fraction, "optim.final_lr_fraction (a fraction of optim.lr)")
     return CosineDecay(cfg.trainer.max_steps, cfg.optim.final_lr_fraction)
 
 
@@ -192,7 +198,7 @@ def build(cfg: DictConfig) -> Run:
     paintings = [load_style_images(c) for c in style_cfgs]  # fail on a bad style image before anything heavy starts
     names = [str(c.name) for c in style_cfgs]
     # a file, or a style's name (checkpoints/, then the shipped ones): init_from=paintings, init_from=the_scream
-    source = checkpoint.open_source(cfg.init_from) if cfg.init_from else None
+    source = open_source(cfg.init_from) if cfg.init_from else None
     source_meta = source[1] if source else {}
     held = painting_names(source_meta) if source else []
     # A network started from a file of several paintings keeps them all; the run's new ones are added after them.
@@ -210,7 +216,7 @@ def build(cfg: DictConfig) -> Run:
     except ValueError as e:
         raise UserError(f"model settings: {e}") from None
     if source:
-        checkpoint.load_weights_into(transformer, source, network_names)
+        load_weights_into(transformer, source, network_names)
 
     dataset, data_description = build_train_dataset(cfg.data)
     log.info("training data: %s", data_description)
@@ -223,14 +229,13 @@ def build(cfg: DictConfig) -> Run:
         transformer.compile()
         loss.network.compile()
     preview = load_preview(cfg.data.preview_dir, cfg.data.size) if cfg.log.preview_every_n_steps else None
-    hparams = OmegaConf.to_container(cfg, resolve=True)
-    hparams["data_description"] = data_description
-    prior = checkpoint.prior_meta(network_names, [OmegaConf.to_container(c, resolve=True) for c in style_cfgs],
+    prior = prior_meta(network_names, [OmegaConf.to_container(c, resolve=True) for c in style_cfgs],
                                   source_meta or None)
     system = StyleTransferSystem(transformer, loss, lr=cfg.optim.lr, lr_schedule=schedule, preview=preview,
                                  preview_every_n_steps=cfg.log.preview_every_n_steps,
                                  stability_weight=cfg.stability.weight, stability_noise=cfg.stability.noise,
-                                 seed=cfg.seed, run_config=hparams,
+                                 seed=cfg.seed,
+                                 recipe=recipe(OmegaConf.to_container(cfg, resolve=True), data_description),
                                  trained=[network_names.index(n) for n in names], norms_only=cfg.finetune == "norms",
                                  prior=prior)
 

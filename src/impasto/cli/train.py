@@ -1,31 +1,21 @@
-"""The Hydra command lines: `impasto-train` and `impasto-optimize` once installed, `python train.py` and
-`python scripts/optimize.py` in a checkout. Their configs ship inside the package (impasto/conf)."""
+"""Train a style: `python train.py style=starry_night [overrides]` in a checkout, `impasto-train` once installed.
+The Hydra configs ship inside the package (impasto/conf); run_hydra serves the Gatys command too."""
 
 import sys
-from pathlib import Path
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from .config import CONF_DIR, rewrite_style_override
-from .errors import UserError, exit_on_user_error
+from ..config import CONF_DIR, rewrite_style_override
+from ..errors import UserError, exit_on_user_error
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def _train(cfg: DictConfig) -> None:
-    from .train import train
+    from ..training.run import train
 
     with exit_on_user_error():
         train(cfg)
-
-
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="optimize")
-def _optimize(cfg: DictConfig) -> None:
-    from .baseline import run
-
-    with exit_on_user_error():
-        run(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 
 def check_overrides(config_name: str, overrides: list[str]) -> None:
@@ -51,18 +41,17 @@ def check_overrides(config_name: str, overrides: list[str]) -> None:
         raise UserError(message) from None
 
 
-def _run(hydra_main, config_name: str) -> None:
+def run_hydra(hydra_main, config_name: str) -> None:
+    """A Hydra command as users type it: style=[a,b] rewritten, the overrides checked, then Hydra."""
     with exit_on_user_error():
         sys.argv = rewrite_style_override(sys.argv)
         check_overrides(config_name, sys.argv[1:])
     hydra_main()
 
 
-def train() -> None:
-    """Train a style: impasto-train style=starry_night [overrides]."""
-    _run(_train, "train")
+def main() -> None:
+    run_hydra(_train, "train")
 
 
-def optimize() -> None:
-    """Gatys et al.'s slow method, the reference baseline: impasto-optimize style=starry_night content=photo.jpg."""
-    _run(_optimize, "optimize")
+if __name__ == "__main__":
+    main()

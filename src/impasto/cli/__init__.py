@@ -1,0 +1,1 @@
+"""The commands: train, gatys, stylize, compare, export, flicker, artifacts (console commands impasto-*)."""

@@ -1,0 +1,1 @@
+"""Training a style: the LightningModule, its data, its callbacks and the run that builds them from the config."""
