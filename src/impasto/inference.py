@@ -9,6 +9,7 @@ import torch
 from .color import blend_strength, preserve_color
 from .errors import UserError, check_fraction
 from .memory import BYTES_PER_PIXEL, keep_freed_host_memory, release_freed_host_memory, size_that_fits
+from .rewrite import CPUTransformer
 from .runtime import autocast_dtype, describe, free_memory, pick_device
 from .tiling import DEFAULT_TILE, MARGIN, tiled_forward
 
@@ -20,11 +21,12 @@ TILED_RESIDENT, TILED_RESIDUAL_PEAK = 110, 340
 class Stylizer:
     """A style on a device, in a precision (`dtype`: the autocast dtype, None for fp32), with the output's options:
     `keep_colors`, the output's luminance on the input's colours (color.preserve_color), and `strength`, from 0 (the
-    photo) to 1 (the full style, color.blend_strength)."""
+    photo) to 1 (the full style, color.blend_strength). On the CPU a whole pass runs the network rewritten for its
+    convolutions (rewrite.CPUTransformer; `rewrite=False`: as it is)."""
 
     def __init__(self, net: torch.nn.Module, device: torch.device, dtype: torch.dtype | None,
                  keep_colors: bool = False, strength: float = 1.0, channels_last: bool = False,
-                 compile: bool | str = False):
+                 compile: bool | str = False, rewrite: bool = True):
         check_fraction(strength, "strength")
         self.net, self.device, self.dtype, self.meta = net, device, dtype, {}
         self.keep_colors, self.strength = keep_colors, strength
@@ -35,7 +37,12 @@ class Stylizer:
         if channels_last:
             net.to(memory_format=torch.channels_last)
         # compile: True for torch.compile's default, or its mode ("reduce-overhead" replays CUDA graphs).
-        self.whole_pass = torch.compile(net, mode=None if compile is True else compile) if compile else net
+        if compile:
+            self.whole_pass = torch.compile(net, mode=None if compile is True else compile)
+        elif device.type == "cpu" and not channels_last and rewrite:  # the same pass in better-shaped convolutions
+            self.whole_pass = CPUTransformer(net)
+        else:
+            self.whole_pass = net
 
     @classmethod
     def from_style(cls, style: str | Path, device: str | torch.device = "auto", precision: str = "auto",
