@@ -81,8 +81,7 @@ class CPUTransformer(nn.Module):
         for layer, weight in ((net.up1, self.up1), (net.up2, self.up2)):
             y = F.pixel_shuffle(F.conv2d(F.pad(y, (1, 1, 1, 1), mode="replicate"), weight), 2)
             y = layer[2](layer[1](y))  # the norm, then the ReLU
-        p = self.head_pad
-        y = F.pad(y, (p, p, p, p), mode="reflect")
-        y = F.pixel_unshuffle(F.pad(y, (0, y.shape[-1] % 2, 0, y.shape[-2] % 2)), 2)
+        p = self.head_pad  # the map's sides are multiples of 4 (grid_pad), so folding by 2 takes it whole
+        y = F.pixel_unshuffle(F.pad(y, (p, p, p, p), mode="reflect"), 2)
         y = F.pixel_shuffle(F.conv2d(y, self.head, self.head_bias), 2)
         return y[..., :h, :w]
