@@ -92,6 +92,27 @@ def test_two_users_at_once_both_get_their_results(server):
     assert [results[i][0] for i in range(2)] == [200, 200] and sizes == [(200, 133), (200, 133)]
 
 
+def test_a_pass_that_waited_says_so_and_its_seconds_leave_the_wait_out(server):
+    """Two full-size passes asked at once: one runs while the other waits, and the waiting one's caption names the
+    wait apart from the pass's own seconds."""
+    photos = [upload(server, (ASSETS / "preview" / f"{name}.jpg").read_bytes())[1] for name in ("astronaut", "coffee")]
+    notes: dict[int, str] = {}
+
+    def ask(i: int) -> None:
+        status, headers, _ = stylize(server, photos[i]["id"], style="udnie")
+        notes[i] = f"{status} {headers['X-Impasto-Note']}"
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    waited = [re.search(r", ([\d.]+) s after ([\d.]+) s in the queue,", note) for note in notes.values()]
+    assert all(note.startswith("200 ") for note in notes.values()) and sum(map(bool, waited)) == 1, notes
+    own, wait = map(float, next(filter(None, waited)).groups())
+    assert wait >= 0.1 and own > 0, notes
+
+
 @pytest.mark.parametrize("data, status, needle", [
     (b"not an image at all", 422, "not a readable image"),
     ((ASSETS / "preview" / "coffee.jpg").read_bytes()[:3000], 422, "truncated"),
