@@ -33,7 +33,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from impasto.formats import find_style
+from impasto.lookup import find_style
 from impasto.runtime import pick_device, sync
 
 ROOT = Path(__file__).resolve().parents[1]

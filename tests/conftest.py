@@ -25,7 +25,7 @@ def pytest_collection_modifyitems(config, items):
 def shipped_style(name: str = "starry_night") -> Path:
     """One shipped painting as a style file of its own (impasto-export's extraction), in a folder of the test
     session's: what a user's one-painting file is."""
-    from impasto.formats import find_style
+    from impasto.lookup import find_style
     from impasto.style import extract, load_style, save_style
 
     path, painting = find_style(name)

@@ -277,7 +277,7 @@ def test_a_cut_off_or_misshapen_style_file_is_one_line(tmp_path, photo):
     import torch
     from safetensors.torch import save_file
 
-    from impasto.formats import SHIPPED_STYLES
+    from impasto.lookup import SHIPPED_STYLES
 
     data = (SHIPPED_STYLES / "paintings.safetensors").read_bytes()
     cut = tmp_path / "cut.safetensors"

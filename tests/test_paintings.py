@@ -275,7 +275,7 @@ def test_a_half_precision_snapshot_paints_as_its_fp32_network_within_50_db(tmp_p
 
 
 def test_a_file_of_several_named_after_one_of_them_paints_that_one_by_its_name(tmp_path, monkeypatch):
-    from impasto.formats import find_style
+    from impasto.lookup import find_style
 
     net = TransformerNet(TransformerConfig(**{**SMALL.__dict__, "styles": 2}))
     meta = {"style": "b", "steps": 0, "paintings": [{"name": n, "style_image": f"{n}.jpg", "style_size": 64,

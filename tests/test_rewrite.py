@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from impasto.formats import find_style
+from impasto.lookup import find_style
 from impasto.rewrite import CPUTransformer, doubled_conv_weight, folded_conv_weight
 from impasto.style import load_style, select
 from impasto.transformer import TransformerConfig, TransformerNet

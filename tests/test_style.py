@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import save_file
 
 from impasto.errors import UserError
-from impasto.formats import SHIPPED_STYLES, find_style
+from impasto.lookup import SHIPPED_STYLES, find_style
 from impasto.style import load_style, read_meta, save_style
 from impasto.transformer import TransformerConfig, TransformerNet
 

@@ -60,7 +60,7 @@ def test_preserve_color_keeps_the_photos_colours_and_the_styles_strokes(tmp_path
 
 
 def test_a_sheet_shows_the_photo_in_every_shipped_painting(tmp_path):
-    from impasto.formats import shipped_styles
+    from impasto.lookup import shipped_styles
 
     out = tmp_path / "sheet.jpg"
     result = run("stylize.py", "--sheet", str(ASSETS / "preview" / "chelsea.jpg"), "-o", str(out), "--size", "64")
@@ -145,7 +145,7 @@ def test_scale_resizes_by_a_factor_and_the_pixel_limit_is_stated_and_raised(tmp_
 def test_a_blend_by_names_and_the_older_option_names_paint_what_they_name(tmp_path):
     """--style a:0.5,b:0.5 finds the file the paintings share; `--ckpt FILE --style NAME`, as the options were
     called before, still paints NAME of FILE, the same pixels as `--style FILE --painting NAME`."""
-    from impasto.formats import find_style
+    from impasto.lookup import find_style
 
     photo = ASSETS / "preview" / "chelsea.jpg"
     common = [str(photo), "--size", "64", "--device", "cpu", "--precision", "fp32"]

@@ -21,7 +21,7 @@ from PIL import Image, ImageChops
 
 from conftest import ROOT
 from impasto import ASSETS
-from impasto.formats import SHIPPED_STYLES
+from impasto.lookup import SHIPPED_STYLES
 from impasto.web.__main__ import parse_args, style_folders
 
 pytestmark = pytest.mark.slow  # starts the server in a subprocess

@@ -47,7 +47,7 @@ class Stylizer:
     @classmethod
     def from_style(cls, style: str | Path, device: str | torch.device = "auto", precision: str = "auto",
                    painting: str | None = None, **options) -> "Stylizer":
-        """The one way to stylize with a `.safetensors` style: by file or name (formats.find_style), on `device` in
+        """The one way to stylize with a `.safetensors` style: by file or name (lookup.find_style), on `device` in
         `precision` (runtime.autocast_dtype), painting `painting` (a name or a blend, style.select) where the file
         holds several; `meta` says what it paints. `options`: keep_colors, strength."""
         from .style import open_style

@@ -20,7 +20,8 @@ from typing import Any
 
 from .errors import UserError
 from .files import refuse_overwrite, write_atomic
-from .formats import STYLE_FORMAT, STYLE_FORMAT_VERSION, painting_names, parse_mix
+from .formats import STYLE_FORMAT, STYLE_FORMAT_VERSION
+from .lookup import painting_names, parse_mix
 from .memory import BYTES_PER_PIXEL, free_host_memory, size_that_fits
 
 SUFFIX = ".onnx"

@@ -14,10 +14,11 @@ from typing import Any
 
 import torch
 
-from . import ASSETS, __version__, formats
+from . import ASSETS, __version__, lookup
 from .errors import UserError
 from .files import refuse_overwrite, write_atomic
-from .formats import STYLE_FORMAT, STYLE_FORMAT_VERSION, painting_names
+from .formats import STYLE_FORMAT, STYLE_FORMAT_VERSION
+from .lookup import painting_names
 from .transformer import TransformerConfig, TransformerNet
 
 SUFFIX = ".safetensors"
@@ -58,7 +59,7 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
             header = f.metadata() or {}
     except Exception:  # safetensors raises several types for foreign files; all mean "not ours"
         header = {}
-    if not header and formats.header_meta(path, whole=False):
+    if not header and lookup.header_meta(path, whole=False):
         raise UserError(f"{path} is an impasto style cut short (truncated): copy or export it again")
     if header.get("format") != STYLE_FORMAT:
         raise UserError(f"{path} is not an impasto style: pass a checkpoints/<style>.safetensors file exported by "
@@ -88,8 +89,8 @@ def load_style(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
 
 
 def parse_mix(spec: str, names: list[str]) -> torch.Tensor:
-    """formats.parse_mix as a tensor: one weight per painting of `names`."""
-    return torch.tensor(formats.parse_mix(spec, names), dtype=torch.float32)
+    """lookup.parse_mix as a tensor: one weight per painting of `names`."""
+    return torch.tensor(lookup.parse_mix(spec, names), dtype=torch.float32)
 
 
 def select(net: TransformerNet, meta: dict[str, Any], spec: str | None) -> dict[str, Any]:
@@ -139,17 +140,17 @@ def extract(net: TransformerNet, meta: dict[str, Any], name: str) -> tuple[Trans
 
 def open_style(arg: str, device: str | torch.device = "cpu",
                spec: str | None = None) -> tuple[TransformerNet, dict[str, Any]]:
-    """The one way to load a style for inference: by file or name (formats.find_style), with `spec` (select) or the
+    """The one way to load a style for inference: by file or name (lookup.find_style), with `spec` (select) or the
     painting the name picked out of a file of several."""
-    path, painting = formats.find_style(str(arg))
+    path, painting = lookup.find_style(str(arg))
     net, meta = load_style(path, device)
     return net, select(net, meta, spec or painting)
 
 
 def open_source(arg: str) -> tuple[TransformerNet, dict[str, Any]]:
-    """init_from's style: a file, or a name (formats.find_style). A painting named out of a file of several is that
+    """init_from's style: a file, or a name (lookup.find_style). A painting named out of a file of several is that
     painting alone, as if trained alone; its metadata's `source` names the file."""
-    path, painting = formats.find_style(str(arg))
+    path, painting = lookup.find_style(str(arg))
     net, meta = load_style(path)
     if painting is not None:
         net, meta = extract(net, meta, painting)

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     args = p.parse_args(argv)
     with exit_on_user_error():
-        from ..formats import find_style
+        from ..lookup import find_style
 
         if args.output.lower().endswith(".onnx"):
             from ..onnx_style import export_onnx

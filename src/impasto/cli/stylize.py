@@ -13,7 +13,8 @@ from pathlib import Path
 
 from ..errors import EXIT_USER_ERROR, UserError, check_fraction, exit_on_user_error
 from ..files import refuse_overwrite
-from ..formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_output, find_style, is_video
+from ..formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_output, is_video
+from ..lookup import find_style
 
 # torch, Pillow and PyAV are imported where they are used, after the arguments parse: `--help` and a usage error
 # answer at once, without the second that importing torch takes.
@@ -218,9 +219,9 @@ def load_runtime(args: argparse.Namespace, videos: int):
 
 def sheet(args: argparse.Namespace) -> None:
     """--sheet: the photo in every painting, labelled, as one picture."""
-    from ..formats import SHIPPED_STYLES, painting_names
     from ..images import grid, resize_long_side, save_atomic, to_tensor
     from ..inference import Stylizer
+    from ..lookup import SHIPPED_STYLES, painting_names
     from ..style import read_meta
 
     if len(args.inputs) != 1 or args.output is None or args.output == "-":

@@ -15,7 +15,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from ..config import load_style_images, style_configs, sweep_suffix
 from ..errors import Interrupted, UserError, check_fraction
 from ..files import refuse_overwrite
-from ..formats import painting_names
+from ..lookup import painting_names
 from ..losses import build_perceptual_loss
 from ..memory import keep_freed_host_memory
 from ..runtime import bf16_is_fast

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError, exit_on_user_error
-from ..formats import SHIPPED_STYLES
+from ..lookup import SHIPPED_STYLES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
