@@ -1,7 +1,7 @@
-"""stylize.py: apply a trained style to photos and videos, one forward pass per image or frame: the command line
-over impasto.inference.
+"""stylize.py (impasto-stylize): apply a trained style to photos and videos, one forward pass per image or frame: the
+command line over impasto.inference.
 
-Imports only the transformer, the checkpoint reader and the image helpers (and PyAV, for a video): no Lightning,
+Imports only the transformer, the style reader and the image helpers (and PyAV, for a video): no Lightning,
 Hydra or datasets.
 """
 
@@ -96,8 +96,6 @@ def plan_outputs(inputs: list[Path], output: str | None, out_dir: str | None) ->
         if src != STDIO and dst.resolve() == src.resolve():
             raise UserError(f"output {dst} is the input itself: choose another output path")
     return outputs
-
-
 
 
 def read_photo(src: Path, args: argparse.Namespace):
