@@ -14,7 +14,7 @@ from impasto.files import refuse_overwrite
 from impasto.formats import IMAGE_SUFFIXES
 from impasto.images import collect_files, grid, load_image, resize_long_side, save_atomic, to_tensor
 from impasto.inference import Stylizer
-from impasto.style import asset_path
+from impasto.style import painting_images
 
 
 def main() -> None:
@@ -36,10 +36,8 @@ def main() -> None:
         rows = [[photo] + [stylizer.image(photo) for stylizer in stylizers] for photo in photos]
         if args.paintings:  # a white tile above the photos' column
             first = [torch.ones(1, 3, args.tile, args.tile)]
-            rows.insert(0, first + [to_tensor(load_image(asset_path(s.meta["style_image"][0]
-                                                                    if isinstance(s.meta["style_image"], list)
-                                                                    else s.meta["style_image"]), "painting"))
-                                    .unsqueeze(0) for s in stylizers])
+            rows.insert(0, first + [to_tensor(load_image(painting_images(s.meta)[0], "painting")).unsqueeze(0)
+                                    for s in stylizers])
         save_atomic(grid(rows, args.tile, labels=["photo", *(s.meta["style"] for s in stylizers)]), output)
         print(f"{output}: {len(photos)} photos x {len(stylizers)} styles")
 

@@ -11,6 +11,8 @@ speed of the rest, and the decoder's convolutions run on doubled maps that are m
   × 4 phases) instead of 3, then pixel_shuffle.
 """
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,18 +42,10 @@ def folded_conv_weight(weight: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"a folded conv needs an odd kernel, got {k}")
     size = k // 2 + 1
     folded = weight.new_zeros(out, 2, 2, channels, 2, 2, size, size)
-    for a in range(2):
-        for b in range(2):
-            for s in range(2):
-                for t in range(2):
-                    for m in range(size):
-                        u = 2 * m + s - a
-                        if not 0 <= u < k:
-                            continue
-                        for n in range(size):
-                            v = 2 * n + t - b
-                            if 0 <= v < k:
-                                folded[:, a, b, :, s, t, m, n] = weight[:, :, u, v]
+    for a, b, s, t, m, n in itertools.product(range(2), range(2), range(2), range(2), range(size), range(size)):
+        u, v = 2 * m + s - a, 2 * n + t - b
+        if 0 <= u < k and 0 <= v < k:
+            folded[:, a, b, :, s, t, m, n] = weight[:, :, u, v]
     return folded.reshape(4 * out, 4 * channels, size, size)
 
 
@@ -63,12 +57,11 @@ class CPUTransformer(nn.Module):
     def __init__(self, net: TransformerNet):
         super().__init__()
         self.net = net
-        with torch.no_grad():
-            self.up1 = doubled_conv_weight(net.up1[0].weight.detach())
-            self.up2 = doubled_conv_weight(net.up2[0].weight.detach())
-            head = net.head[0]
-            self.head = folded_conv_weight(head.weight.detach())
-            self.head_bias = head.bias.detach().repeat_interleave(4) if head.bias is not None else None
+        head = net.head[0]
+        self.up1 = doubled_conv_weight(net.up1[0].weight.detach())
+        self.up2 = doubled_conv_weight(net.up2[0].weight.detach())
+        self.head = folded_conv_weight(head.weight.detach())
+        self.head_bias = head.bias.detach().repeat_interleave(4) if head.bias is not None else None
         self.head_pad = head.padding[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

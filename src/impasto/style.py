@@ -1,4 +1,4 @@
-"""The per-style checkpoint format, defined once: training exports through it, stylize.py imports through it.
+"""The style file format, defined once: training exports through it, stylize.py imports through it.
 
 A `.safetensors` file holding the transformer's weights only (no loss network) and, in the header's metadata,
 `format = impasto-style`, `format_version`, and a JSON `meta` entry: style name, network config, loss config,
@@ -245,6 +245,12 @@ def asset_name(path: str) -> str:
 def asset_path(name: str) -> str:
     """The file that asset_name named, on this machine."""
     return str(ASSETS / name.removeprefix(ASSET_PREFIX)) if name.startswith(ASSET_PREFIX) else name
+
+
+def painting_images(meta: dict) -> list[str]:
+    """The painting's image files a style's metadata records (one, or a blend's several), on this machine."""
+    recorded = meta.get("style_image")
+    return [asset_path(p) for p in ([recorded] if isinstance(recorded, str) else recorded or [])]
 
 
 def prior_meta(names: list[str], style_cfgs: list, source: dict[str, Any] | None) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from ..gatys import check_finite, evaluate, optimize_pixels
 from ..images import collect_files, grid, load_image, resize_long_side, save_atomic, to_tensor
 from ..losses import build_perceptual_loss
 from ..runtime import autocast_dtype, pick_device
-from ..style import asset_path, open_style
+from ..style import open_style, painting_images
 
 COLUMNS = ["image", "method", "content", "style", "tv", "total", "seconds"]
 
@@ -58,16 +58,14 @@ def parse_steps(text: str) -> list[int]:
 
 
 def style_images(meta: dict, override: list[str] | None) -> list[str]:
-    """The checkpoint's style images: impasto's own (asset:...) wherever it is installed, others where they were."""
+    """The style's painting images: impasto's own (asset:...) wherever it is installed, others where they were."""
     if override:
         return override
-    recorded = meta.get("style_image")
-    paths = [recorded] if isinstance(recorded, str) else list(recorded or [])
-    found = []
-    for path in map(asset_path, paths):
+    found = painting_images(meta)
+    for path in found:
         if not Path(path).exists():
-            raise UserError(f"style image {path} recorded in the checkpoint is not on this machine: pass --style PATH")
-        found.append(path)
+            raise UserError(f"style image {path} recorded in the style is not on this machine: pass "
+                            "--painting-image PATH")
     return found
 
 

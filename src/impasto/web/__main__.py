@@ -6,13 +6,13 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError, exit_on_user_error
-from ..lookup import SHIPPED_STYLES
+from ..lookup import SHIPPED_STYLES, TRAINED_STYLES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m impasto.web", description=__doc__.splitlines()[0])
     p.add_argument("--styles", action="append", default=[], metavar="DIR",
-                   help="a folder of style checkpoints to offer beside checkpoints/ and the shipped styles "
+                   help="a folder of styles to offer beside checkpoints/ and the shipped styles "
                         "(repeatable)")
     p.add_argument("--checkpoints", default=None, metavar="DIR",
                    help="the folder of trained styles (default: checkpoints, where train.py exports, if there is "
@@ -35,7 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def style_folders(args: argparse.Namespace) -> list[Path]:
     """Where the styles are, in order: a name found in several folders is taken from the first, so a retrained
     style comes before the shipped one."""
-    checkpoints = Path(args.checkpoints or "checkpoints").expanduser()
+    checkpoints = Path(args.checkpoints or TRAINED_STYLES).expanduser()
     folders = [checkpoints] if args.checkpoints or checkpoints.is_dir() else []
     return folders + [Path(d).expanduser() for d in args.styles] + [SHIPPED_STYLES]
 

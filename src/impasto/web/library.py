@@ -99,13 +99,12 @@ class StyleLibrary:
 
         from .. import ASSETS
         from ..images import encode_image, load_image
-        from ..style import asset_path
+        from ..style import painting_images
 
         style = self.get(name)
         if style.thumbnail is None:
-            images = style.meta.get("style_image") or []
-            first = Path(asset_path(images if isinstance(images, str) else images[0])) if images else None
-            if first is not None and first.is_file():
+            first = next(iter(painting_images(style.meta)), None)
+            if first is not None and Path(first).is_file():
                 image = load_image(first, "style image")
             else:
                 photo = load_image(ASSETS / "preview" / "chelsea.jpg")
