@@ -70,13 +70,17 @@ def test_stylize_py_styles_every_frame_keeps_times_and_copies_the_audio(tmp_path
     with av.open(str(out)) as c:
         assert [s.codec_context.name for s in c.streams.audio] == ["aac"]
 
-    # each output frame is the network's stylization of its own input frame, up to H.264's loss
+    # each output frame is the network's stylization of its own input frame, through the same H.264 encoding (its
+    # 4:2:0 chroma alone costs a finely stroked style 6-7 dB, so the frames are compared after the encoder, not before)
     net, _ = load_style(SHIPPED)
-    expected = Stylizer(net, torch.device("cpu"), None)(torch.stack(frames_in)).clamp(0, 1)
+    stylized = iter(Stylizer(net, torch.device("cpu"), None)(torch.stack(frames_in)).clamp(0, 1))
+    reference = tmp_path / "reference.mp4"
+    stylize_video(lambda batch: torch.stack([next(stylized) for _ in batch]), clip, reference, batch=4)
+    expected = frames_of(reference)[1]
     for i in (0, FRAMES - 1):
         error = (frames_out[i] - expected[i]).square().mean()
         other = (frames_out[i] - expected[(i + FRAMES // 2) % FRAMES]).square().mean()
-        assert 10 * torch.log10(1 / error) > 24, f"frame {i}: PSNR against its own stylization"  # 26.6-31 seen
+        assert 10 * torch.log10(1 / error.clamp_min(1e-12)) > 40, f"frame {i}: PSNR against its own stylization"
         assert error < other / 4, f"frame {i} is closer to another frame's stylization"
 
 
