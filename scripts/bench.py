@@ -280,7 +280,7 @@ def bench_data(args) -> dict:
 STYLIZE_SIZES = {"512": (512, 512), "1080p": (1920, 1080), "4k": (3840, 2160)}
 
 
-PEERS = ("peer", "package")  # batch 1 only, and not compared by PSNR: other networks
+PEERS = ("peer", "package", "thin")  # batch 1 only, and not compared by PSNR: other networks
 
 
 def package_pass():
@@ -304,7 +304,8 @@ def package_pass():
 def stylize_mode(net, device, mode: str, style: str | None, tmp: str):
     """A Stylizer for a mode named like bf16+cl+compile (a precision, then channels_last and torch.compile; +plain:
     the network as it is, not rewritten for the CPU), or onnx: the --style style exported to ONNX and run by
-    onnxruntime on the CPU; or a peer: pytorch/examples' network (random weights, eager fp32) or the package."""
+    onnxruntime on the CPU; or thin: the shipped thin network; or a peer: pytorch/examples' network (random weights,
+    eager fp32) or the package."""
     from impasto.inference import Stylizer
     from impasto.runtime import autocast_dtype
 
@@ -315,6 +316,8 @@ def stylize_mode(net, device, mode: str, style: str | None, tmp: str):
         return torch.inference_mode()(lambda batch: peer(batch.to(device)))
     if mode == "package":
         return package_pass()
+    if mode == "thin":  # the shipped thin network's same painting (stylize.py --model thin), fp32
+        return Stylizer(thin_network(style, device), device, None)
     if mode == "onnx":
         from impasto.onnx_style import OnnxStyle, export_onnx
 
@@ -327,6 +330,17 @@ def stylize_mode(net, device, mode: str, style: str | None, tmp: str):
     compile = "reduce-overhead" if "graphs" in options else "compile" in options
     return Stylizer(net, device, autocast_dtype(precision, device), channels_last="cl" in options, compile=compile,
                     rewrite="plain" not in options)
+
+
+def thin_network(style: str | None, device):
+    """The shipped thin network, painting --style's painting (its first without one)."""
+    from impasto.lookup import find_style
+    from impasto.style import load_style, select
+
+    path, painting = find_style(style or "starry_night", "thin")
+    net, meta = load_style(path, device)
+    select(net, meta, painting)
+    return net.eval()
 
 
 def flops_of(net, height: int, width: int) -> float:
@@ -361,6 +375,9 @@ def bench_stylize(args) -> dict:
         rate = 2 * 2048**3 * args.iters / seconds_of(lambda m: m @ m, gemm, args.warmup, args.iters, device)
         result["gemm_gflops"] = round(rate / 1e9, 1)
         result["bound_s"] = {name: round(flops_of(base, h, w) / rate, 3) for name, (w, h) in sizes.items()}
+        if "thin" in args.modes.split(","):
+            thin = thin_network(args.style, device)
+            result["thin_bound_s"] = {name: round(flops_of(thin, h, w) / rate, 3) for name, (w, h) in sizes.items()}
     reference = None
     with tempfile.TemporaryDirectory() as tmp:  # the onnx mode's export
         for mode in args.modes.split(","):
@@ -523,7 +540,8 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="train: torch.compile the transformer and the VGG")
     p.add_argument("--modes", default="fp32,bf16,bf16+cl,bf16+cl+compile,bf16+cl+graphs",
                    help="stylize: precision[+cl (channels_last)][+compile, or +graphs: compiled with CUDA graphs], "
-                        "or onnx (onnxruntime, CPU), comma-separated; the first is the PSNR reference")
+                        "or onnx (onnxruntime, CPU), or thin (the shipped thin network, --model thin), or a peer: "
+                        "peer, package; comma-separated; the first is the PSNR reference")
     p.add_argument("--sizes", default="512,1080p,4k", help="stylize: 512, 1080p, 4k or a square side N")
     p.add_argument("--frame-batches", default="4,8,16,32", help="stylize: batches tried beside batch 1")
     p.add_argument("--video", help="stylize: a clip to stylize end to end with each mode")

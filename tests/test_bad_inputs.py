@@ -194,6 +194,7 @@ def test_a_trainer_or_model_setting_that_cannot_work_is_one_line(tmp_path):
     common = [f"paths.checkpoint_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'r'}", "data=embedded"]
     assert_user_error(run("train.py", "+trainer.max_time=00:00:3:00", *common), "trainer settings", "DD:HH:MM:SS")
     assert_user_error(run("train.py", "model.down_kernel=5", *common), "model settings", "down_kernel is 3 or 4")
+    assert_user_error(run("train.py", "teacher=nope", *common), "no style named 'nope'")
     assert not list(tmp_path.glob("*.safetensors"))
 
 
@@ -206,7 +207,7 @@ def test_training_numbers_that_cannot_train_and_checkpoints_that_cannot_resume_a
                              ("data.size=8", "data.size must be 16 pixels or more"),
                              ("optim.lr=abc", "optim.lr must be a number, got 'abc'"),
                              ("data.bogus=1", "Could not override 'data.bogus'; To append"),
-                             ("model=nope", "Available options in 'model': johnson"),
+                             ("model=nope", "Available options in 'model': full, thin"),
                              ("trainer.max_steps=[1", "no viable alternative")):
         assert_user_error(run("train.py", override, *common), needle)
     missing = tmp_path / "none.ckpt"

@@ -10,6 +10,7 @@ from .errors import UserError
 from .formats import STYLE_FORMAT
 
 SHIPPED_STYLES = ASSETS / "styles"  # each shipped style's network beside its painting
+MODELS = ("full", "thin")  # the shipped networks: model=full's, and model=thin's (for CPUs) in a folder of their own
 TRAINED_STYLES = Path("checkpoints")  # where train.py exports its styles, in the working folder (paths.checkpoint_dir)
 
 
@@ -36,36 +37,44 @@ def painting_names(meta: dict) -> list[str]:
     return [p["name"] for p in meta["paintings"]] if "paintings" in meta else [meta["style"]]
 
 
-def shipped_styles() -> list[str]:
+def shipped_folder(model: str = "full") -> Path:
+    """Where the shipped styles of a model (MODELS) are."""
+    if model not in MODELS:
+        raise UserError(f"model is {' or '.join(MODELS)}, got {model!r}")
+    return SHIPPED_STYLES if model == "full" else SHIPPED_STYLES / model
+
+
+def shipped_styles(model: str = "full") -> list[str]:
     """Every painting shipped with impasto, by name: a file of one painting, or each painting of a file of several."""
     names = []
-    for path in sorted(SHIPPED_STYLES.glob("*.safetensors")):
+    for path in sorted(shipped_folder(model).glob("*.safetensors")):
         meta = header_meta(path)
         names += painting_names(meta) if meta else [path.stem]
     return sorted(set(names))
 
 
-def find_style(arg: str) -> tuple[Path, str | None]:
+def find_style(arg: str, model: str = "full") -> tuple[Path, str | None]:
     """A style by its file, or by its name alone: checkpoints/NAME.safetensors in the working folder (what train.py
-    exported there), else the style shipped with impasto, so that an installed package stylizes from anywhere. A
-    name may also be one painting of a file of several, or a blend of a file's paintings by weight
+    exported there), else the style shipped with impasto (`model`'s), so that an installed package stylizes from
+    anywhere. A name may also be one painting of a file of several, or a blend of a file's paintings by weight
     (starry_night:0.7,the_scream:0.3): then the painting, or the blend, comes back with the file (else None)."""
+    shipped = shipped_folder(model)
     path = Path(arg).expanduser()
     if not path.exists() and ("," in arg or ":" in arg) and len(path.parts) == 1:  # a blend of paintings
-        return find_style(arg.split(",")[0].partition(":")[0].strip())[0], arg
+        return find_style(arg.split(",")[0].partition(":")[0].strip(), model)[0], arg
     if path.exists() or path.suffix or len(path.parts) != 1:
         return path, None
-    for candidate in (TRAINED_STYLES / f"{arg}.safetensors", SHIPPED_STYLES / f"{arg}.safetensors"):
+    for candidate in (TRAINED_STYLES / f"{arg}.safetensors", shipped / f"{arg}.safetensors"):
         if candidate.is_file():  # a file of several named after one of them (a new painting's export) paints it
             meta = header_meta(candidate)
             return candidate, arg if "paintings" in meta and arg in painting_names(meta) else None
-    for folder in (TRAINED_STYLES, SHIPPED_STYLES):
+    for folder in (TRAINED_STYLES, shipped):
         for candidate in sorted(folder.glob("*.safetensors")):
             meta = header_meta(candidate)
             if "paintings" in meta and arg in painting_names(meta):
                 return candidate, arg
     raise UserError(f"no style named {arg!r} in checkpoints/ or among the shipped styles "
-                    f"({', '.join(shipped_styles())}): pass a style's name or its .safetensors file")
+                    f"({', '.join(shipped_styles(model))}): pass a style's name or its .safetensors file")
 
 
 def parse_mix(spec: str, names: list[str]) -> list[float]:

@@ -85,6 +85,10 @@ class PerceptualLoss(nn.Module):
             # derived from the Gram, so not saved: computed once here instead of at every step
             self.register_buffer(f"target_energy_{name}", None, persistent=False)
 
+    def weighted(self) -> bool:
+        """Whether any term counts: with every weight 0 (a teacher alone) the loss is not computed at all."""
+        return any((self.content_weight, self.style_weight, self.tv_weight))
+
     def target_gram(self, name: str) -> torch.Tensor:
         return getattr(self, f"target_gram_{name}")
 

@@ -262,14 +262,19 @@ def prior_meta(names: list[str], style_cfgs: list, source: dict[str, Any] | None
             "hours": dict(prior.get("hours", {})), "init_from": prior.get("source")}
 
 
-def recipe(config: dict, data_description: str) -> dict:
+def recipe(config: dict, data_description: str, teacher: dict[str, Any] | None = None) -> dict:
     """What a style's metadata takes from its training run, out of the run's resolved config: the network, the loss,
-    the paintings trained, the data. The LightningModule keeps it as its own argument (and checkpoints it); a
-    checkpoint of an older run, which kept the whole config instead, gives it through here too."""
-    return {"model": config["model"], "loss": config["loss"], "style": config["style"],
+    the paintings trained, the data, and the teacher (open_source's metadata) of a distilled network. The
+    LightningModule keeps it as its own argument (and checkpoints it); a checkpoint of an older run, which kept the
+    whole config instead, gives it through here too."""
+    made = {"model": config["model"], "loss": config["loss"], "style": config["style"],
             "trained": list(config.get("styles") or [config["style"]["name"]]), "name": config["export"]["name"],
             "data": {"description": data_description, "size": config["data"]["size"],
                      "batch_size": config["data"]["batch_size"]}}
+    if teacher:  # its file's name and how far it had trained: the student's quality rests on it
+        made["teacher"] = {"source": teacher["source"], "steps": teacher.get("steps"), "images": images_seen(teacher),
+                           "hours": teacher.get("hours", {}), "weight": config.get("teacher_weight")}
+    return made
 
 
 def style_meta(recipe: dict, steps: int, prior: dict[str, Any], images: list[int], seconds: float = 0.0,
@@ -296,6 +301,8 @@ def style_meta(recipe: dict, steps: int, prior: dict[str, Any], images: list[int
         "image_size": recipe["data"]["size"],
         "batch_size": recipe["data"]["batch_size"],
     }
+    if "teacher" in recipe:
+        meta["teacher"] = recipe["teacher"]
     if len(paintings) == 1:  # a one-painting file keeps the flat keys every reader knows
         painting = paintings[0]
         return {**meta, "style": painting["name"], "style_image": painting["style_image"],

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import EXIT_USER_ERROR, UserError, check_fraction, exit_on_user_error
 from ..files import refuse_overwrite
 from ..formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_output, is_video
-from ..lookup import find_style
+from ..lookup import MODELS, find_style
 
 # torch, Pillow and PyAV are imported where they are used, after the arguments parse: `--help` and a usage error
 # answer at once, without the second that importing torch takes.
@@ -30,6 +30,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(starry_night:0.7,the_scream:0.3)")
     p.add_argument("--painting",
                    help="for a style file of several paintings: which one (NAME), or a blend by weight")
+    p.add_argument("--model", choices=MODELS, default="full",
+                   help="which shipped network paints a style named by name: full (the default), or thin: about "
+                        "four times faster on a CPU, for now less faithful (docs/paintings.md)")
     p.add_argument("--ckpt", help=argparse.SUPPRESS)  # --style's older name
     out = p.add_mutually_exclusive_group(required=True)
     out.add_argument("-o", "--output", help="output file, for a single input; - writes the image to stdout (JPEG, or "
@@ -196,7 +199,7 @@ def say(line: str) -> None:
 def load_runtime(args: argparse.Namespace, videos: int):
     """The style ready to run, and its metadata: an .onnx style through onnxruntime, without importing torch, or a
     .safetensors one through PyTorch."""
-    path, painting = find_style(args.style)
+    path, painting = find_style(args.style, args.model)
     painting = args.painting or painting
     if path.suffix.lower() == ".onnx":
         if args.device not in ("auto", "cpu") or args.precision not in ("auto", "fp32"):
@@ -219,14 +222,15 @@ def sheet(args: argparse.Namespace) -> None:
     """--sheet: the photo in every painting, labelled, as one picture."""
     from ..images import grid, resize_long_side, save_atomic, to_tensor
     from ..inference import Stylizer
-    from ..lookup import SHIPPED_STYLES, painting_names
+    from ..lookup import painting_names, shipped_folder
     from ..style import read_meta
 
     if len(args.inputs) != 1 or args.output is None or args.output == "-":
         raise UserError("--sheet takes one photo and -o FILE for the sheet")
     (dst,) = plan_outputs([Path(args.inputs[0])], args.output, None)
     refuse_overwrite(dst, args.overwrite)
-    files = [find_style(args.style)[0]] if args.style else sorted(SHIPPED_STYLES.glob("*.safetensors"))
+    files = [find_style(args.style, args.model)[0]] if args.style else sorted(shipped_folder(args.model).glob(
+        "*.safetensors"))
     styles = [(path, name) for path in files for name in painting_names(read_meta(path))]
     photo = resize_long_side(read_photo(Path(args.inputs[0]), args).rgb, args.size or 512, args.scale)
     image = to_tensor(photo).unsqueeze(0)

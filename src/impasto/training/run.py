@@ -203,6 +203,15 @@ def build(cfg: DictConfig) -> Run:
     held = painting_names(source_meta) if source else []
     # A network started from a file of several paintings keeps them all; the run's new ones are added after them.
     network_names = held + [n for n in names if n not in held] if len(held) > 1 else names
+    teacher = open_source(cfg.teacher) if cfg.teacher else None
+    if teacher:  # the student holds the run's paintings in the teacher's order
+        taught = painting_names(teacher[1])
+        missing = [n for n in names if n not in taught]
+        network_names = [n for n in taught if n in names]
+        if missing or (len(held) > 1 and held != network_names):
+            raise UserError(f"teacher {teacher[1]['source']} holds {', '.join(taught)}: "
+                            + (f"it cannot teach {', '.join(missing)}" if missing else
+                               f"init_from holds {', '.join(held)}, not the run's {', '.join(network_names)}"))
     if cfg.finetune not in ("all", "norms"):
         raise UserError(f"finetune is all or norms, got {cfg.finetune!r}")
     if cfg.finetune == "norms" and not cfg.init_from:
@@ -235,9 +244,12 @@ def build(cfg: DictConfig) -> Run:
                                  preview_every_n_steps=cfg.log.preview_every_n_steps,
                                  stability_weight=cfg.stability.weight, stability_noise=cfg.stability.noise,
                                  seed=cfg.seed,
-                                 recipe=recipe(OmegaConf.to_container(cfg, resolve=True), data_description),
+                                 recipe=recipe(OmegaConf.to_container(cfg, resolve=True), data_description,
+                                               teacher[1] if teacher else None),
                                  trained=[network_names.index(n) for n in names], norms_only=cfg.finetune == "norms",
-                                 prior=prior)
+                                 prior=prior, teacher=teacher[0] if teacher else None,
+                                 teacher_paintings=[taught.index(n) for n in network_names] if teacher else None,
+                                 teacher_weight=cfg.teacher_weight)
 
     output_dir = Path(cfg.paths.output_dir)
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)

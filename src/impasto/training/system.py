@@ -5,13 +5,14 @@ import time
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torchvision.utils import make_grid
 
 from ..losses import PerceptualLoss, stability_loss
 from ..runtime import conv_memory_format
 from ..transformer import TransformerNet
 
-LOSS_NETWORK_PREFIX = "loss.network."
+FROZEN_PREFIXES = ("loss.network.", "teacher.")  # rebuilt from their sources, never checkpointed
 
 
 class CosineDecay:
@@ -34,17 +35,24 @@ class StyleTransferSystem(pl.LightningModule):
     checkpoint, for impasto-export, and in TensorBoard). `trained`: the transformer's paintings this run trains, one
     per step in turn (default: its first), each against the loss's target of the same rank. `norms_only`: train only
     the norms' scales and shifts; every convolution stays as it is. `prior`: what the run started from
-    (style.prior_meta), kept in its checkpoints with the seconds trained."""
+    (style.prior_meta), kept in its checkpoints with the seconds trained. `teacher`: a trained network whose
+    stylization of the batch the transformer also learns (distillation: pixel MSE, times `teacher_weight`); with the
+    loss's weights all 0 it is the whole objective, and a step runs no VGG. `teacher_paintings`: the teacher's index
+    of each of the transformer's paintings."""
 
     def __init__(self, transformer: TransformerNet, loss: PerceptualLoss, *, lr: float,
                  lr_schedule: CosineDecay | None = None, preview: torch.Tensor | None = None,
                  preview_every_n_steps: int = 500,
                  stability_weight: float = 0.0, stability_noise: float = 0.02, seed: int = 0,
                  recipe: dict | None = None, trained: list[int] | None = None, norms_only: bool = False,
-                 prior: dict | None = None):
+                 prior: dict | None = None, teacher: TransformerNet | None = None,
+                 teacher_paintings: list[int] | None = None, teacher_weight: float = 1.0):
         super().__init__()
         self.transformer = transformer
         self.loss = loss
+        self.teacher = teacher.requires_grad_(False).eval() if teacher is not None else None
+        self.teacher_paintings = list(teacher_paintings or range(transformer.config.styles))
+        self.teacher_weight = teacher_weight
         self.lr = lr
         self.lr_schedule = lr_schedule
         self.stability_weight = stability_weight
@@ -52,7 +60,8 @@ class StyleTransferSystem(pl.LightningModule):
         self.preview_every_n_steps = preview_every_n_steps
         self.register_buffer("preview", preview, persistent=False)
         self.recipe = recipe
-        self.save_hyperparameters(ignore=["transformer", "loss", "lr_schedule", "preview", "prior"])
+        self.save_hyperparameters(ignore=["transformer", "loss", "lr_schedule", "preview", "prior", "teacher",
+                                          "teacher_paintings"])
         self.seed = seed
         self.trained = list(trained or [0])
         self.norms_only = norms_only
@@ -104,7 +113,14 @@ class StyleTransferSystem(pl.LightningModule):
         if self.transformer.config.styles > 1:
             self.transformer.select(self.trained[rank])
         stylized = self.transformer(batch)
-        terms = self.loss(stylized, self.loss.content_targets(batch), style=rank)
+        if self.loss.weighted():
+            terms = self.loss(stylized, self.loss.content_targets(batch), style=rank)
+        else:  # a teacher alone: no VGG pass
+            terms = {"total": stylized.new_zeros(())}
+        if self.teacher is not None:
+            target = self.teacher_target(batch, self.trained[rank])
+            terms["teacher"] = self.teacher_weight * F.mse_loss(stylized.float(), target.float())
+            terms["total"] = terms["total"] + terms["teacher"]
         if self.stability_weight:  # a second pass of the (cheap) transformer on the same batch plus noise
             noisy = batch + self.stability_noise * torch.randn(batch.shape, generator=self._step_noise(batch.device),
                                                                device=batch.device, dtype=batch.dtype)
@@ -114,6 +130,13 @@ class StyleTransferSystem(pl.LightningModule):
         self.log_dict({f"loss/{name}": value for name, value in terms.items()}, prog_bar=False)
         self.last_loss = terms["total"].detach()  # for LossProgressBar, not self.log(prog_bar=True): see there
         return terms["total"]
+
+    @torch.no_grad()
+    def teacher_target(self, batch: torch.Tensor, painting: int) -> torch.Tensor:
+        """The teacher's stylization of `batch` in `painting`, clamped as a viewer sees it."""
+        if self.teacher.config.styles > 1:
+            self.teacher.select(self.teacher_paintings[painting])
+        return self.teacher(batch).clamp(0, 1)
 
     def painting_rank(self, step: int) -> int:
         """Which of the trained paintings a step trains: by the step alone, so that a resumed run goes on exactly."""
@@ -171,9 +194,9 @@ class StyleTransferSystem(pl.LightningModule):
         self._log_preview()  # the final grid, whatever the preview interval
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # The frozen VGG is rebuilt from its source on load; keeping it out saves ~50 MB a checkpoint.
+        # The frozen VGG (and teacher) are rebuilt from their sources on load; keeping them out saves ~50 MB.
         state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith(LOSS_NETWORK_PREFIX)]:
+        for key in [k for k in state if k.startswith(FROZEN_PREFIXES)]:
             del state[key]
         checkpoint["impasto_seconds"] = self.seconds
         checkpoint["impasto_cpu_seconds"] = self.cpu_seconds
@@ -183,7 +206,7 @@ class StyleTransferSystem(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint["state_dict"]
         for key, value in self.state_dict().items():
-            if key.startswith(LOSS_NETWORK_PREFIX):
+            if key.startswith(FROZEN_PREFIXES):
                 state[key] = value
         state.setdefault("skipped", self.skipped)  # checkpoints written before the count existed
         self.seconds = checkpoint.get("impasto_seconds", 0.0)

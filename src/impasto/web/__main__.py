@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError, exit_on_user_error
-from ..lookup import SHIPPED_STYLES, TRAINED_STYLES
+from ..lookup import MODELS, TRAINED_STYLES, shipped_folder
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -17,6 +17,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoints", default=None, metavar="DIR",
                    help="the folder of trained styles (default: checkpoints, where train.py exports, if there is "
                         "one here)")
+    p.add_argument("--model", choices=MODELS, default="full",
+                   help="which shipped network paints: full (the default), or thin: about four times faster on a "
+                        "CPU, for now less faithful")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for the network)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
@@ -37,7 +40,7 @@ def style_folders(args: argparse.Namespace) -> list[Path]:
     style comes before the shipped one."""
     checkpoints = Path(args.checkpoints or TRAINED_STYLES).expanduser()
     folders = [checkpoints] if args.checkpoints or checkpoints.is_dir() else []
-    return folders + [Path(d).expanduser() for d in args.styles] + [SHIPPED_STYLES]
+    return folders + [Path(d).expanduser() for d in args.styles] + [shipped_folder(args.model)]
 
 
 def main(argv: list[str] | None = None) -> None:
