@@ -374,10 +374,11 @@ def bench_stylize(args) -> dict:
         gemm = torch.rand(2048, 2048)
         rate = 2 * 2048**3 * args.iters / seconds_of(lambda m: m @ m, gemm, args.warmup, args.iters, device)
         result["gemm_gflops"] = round(rate / 1e9, 1)
-        result["bound_s"] = {name: round(flops_of(base, h, w) / rate, 3) for name, (w, h) in sizes.items()}
+        result["bound_s"] = {name: float(f"{flops_of(base, h, w) / rate:.3g}") for name, (w, h) in sizes.items()}
         if "thin" in args.modes.split(","):
             thin = thin_network(args.style, device)
-            result["thin_bound_s"] = {name: round(flops_of(thin, h, w) / rate, 3) for name, (w, h) in sizes.items()}
+            result["thin_bound_s"] = {name: float(f"{flops_of(thin, h, w) / rate:.3g}")
+                                      for name, (w, h) in sizes.items()}
     reference = None
     with tempfile.TemporaryDirectory() as tmp:  # the onnx mode's export
         for mode in args.modes.split(","):

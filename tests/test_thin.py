@@ -71,7 +71,7 @@ def test_a_student_learns_its_teachers_paintings_in_the_teachers_order(tmp_path)
         after = distance_to_teacher(student, painting)
         assert after < 0.5 * before, (painting, before, after)
         # each painting learned the teacher's same painting, not the other one or an average of the two
-        assert after < 0.5 * distance_to_teacher(student, other, painting), painting
+        assert after < 0.75 * distance_to_teacher(student, other, painting), painting
     resumed = run("train.py", *common, "trainer.max_steps=62", "export.name=s60", "export.overwrite=true",
                   f"ckpt_path={tmp_path / '60' / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={tmp_path / 'r'}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
