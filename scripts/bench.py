@@ -333,14 +333,10 @@ def stylize_mode(net, device, mode: str, style: str | None, tmp: str):
 
 
 def thin_network(style: str | None, device):
-    """The shipped thin network, painting --style's painting (its first without one)."""
-    from impasto.lookup import find_style
-    from impasto.style import load_style, select
+    """The shipped thin network, painting --style's painting (Starry Night without one)."""
+    from impasto.style import open_style
 
-    path, painting = find_style(style or "starry_night", "thin")
-    net, meta = load_style(path, device)
-    select(net, meta, painting)
-    return net.eval()
+    return open_style(style or "starry_night", device, model="thin")[0].eval()
 
 
 def flops_of(net, height: int, width: int) -> float:

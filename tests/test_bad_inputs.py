@@ -195,6 +195,8 @@ def test_a_trainer_or_model_setting_that_cannot_work_is_one_line(tmp_path):
     assert_user_error(run("train.py", "+trainer.max_time=00:00:3:00", *common), "trainer settings", "DD:HH:MM:SS")
     assert_user_error(run("train.py", "model.down_kernel=5", *common), "model settings", "down_kernel is 3 or 4")
     assert_user_error(run("train.py", "teacher=nope", *common), "no style named 'nope'")
+    assert_user_error(run("train.py", "loss.content_weight=0", "loss.style_weight=0", "loss.tv_weight=0", *common),
+                      "all 0: nothing to learn")
     assert not list(tmp_path.glob("*.safetensors"))
 
 

@@ -138,11 +138,11 @@ def extract(net: TransformerNet, meta: dict[str, Any], name: str) -> tuple[Trans
     return one.eval(), flat
 
 
-def open_style(arg: str, device: str | torch.device = "cpu",
-               spec: str | None = None) -> tuple[TransformerNet, dict[str, Any]]:
-    """The one way to load a style for inference: by file or name (lookup.find_style), with `spec` (select) or the
-    painting the name picked out of a file of several."""
-    path, painting = lookup.find_style(str(arg))
+def open_style(arg: str, device: str | torch.device = "cpu", spec: str | None = None,
+               model: str = "full") -> tuple[TransformerNet, dict[str, Any]]:
+    """The one way to load a style for inference: by file or name (lookup.find_style; a name among `model`'s shipped
+    styles), with `spec` (select) or the painting the name picked out of a file of several."""
+    path, painting = lookup.find_style(str(arg), model)
     net, meta = load_style(path, device)
     return net, select(net, meta, spec or painting)
 

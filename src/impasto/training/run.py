@@ -233,6 +233,9 @@ def build(cfg: DictConfig) -> Run:
                                  cfg.data.max_bad_fraction)
 
     loss = build_perceptual_loss(cfg.loss)
+    if not loss.weighted() and not teacher:  # a step would have no objective, and no gradient to step on
+        raise UserError("loss.content_weight, loss.style_weight and loss.tv_weight are all 0: nothing to learn; set "
+                        "one, or learn from a trained style with teacher=STYLE")
     loss.set_styles(paintings)
     if cfg.compile:  # in place (nn.Module.compile): state-dict keys, Lightning checkpoints and the export unchanged
         transformer.compile()
