@@ -340,12 +340,17 @@ def thin_network(style: str | None, device):
 
 
 def flops_of(net, height: int, width: int) -> float:
-    """One whole pass's FLOPs at height × width (torch's counter: the convolutions and matmuls)."""
+    """One whole pass's FLOPs on height × width pixels (torch's counter: the convolutions and matmuls); without the
+    edge margin, whose work is a cost of the pass and not part of the bound."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
-    with counter, torch.inference_mode():
-        net(torch.rand(1, 3, height, width, device=next(net.parameters()).device))
+    edge, net.edge = net.edge, 0
+    try:
+        with counter, torch.inference_mode():
+            net(torch.rand(1, 3, height, width, device=next(net.parameters()).device))
+    finally:
+        net.edge = edge
     return counter.get_total_flops()
 
 

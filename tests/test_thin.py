@@ -120,6 +120,19 @@ def test_the_web_page_serves_the_thin_networks_with_model_thin(tmp_path):
         assert all(styles[name].path.parent == shipped_folder(model) for name in shipped_styles()), model
 
 
+def test_the_web_page_reads_no_thin_file_without_model_thin(tmp_path, monkeypatch):
+    import impasto.style
+    from impasto.lookup import shipped_folder
+    from impasto.web.__main__ import parse_args, style_folders
+    from impasto.web.library import StyleLibrary
+
+    read = []
+    real = impasto.style.read_meta
+    monkeypatch.setattr(impasto.style, "read_meta", lambda path: read.append(path) or real(path))
+    StyleLibrary(style_folders(parse_args(["--checkpoints", str(tmp_path)])), "cpu", "fp32")
+    assert read and all(path.parent == shipped_folder("full") for path in read)
+
+
 def test_the_thin_sittings_learn_from_the_shipped_network_in_a_state_folder_of_their_own():
     import yaml
 

@@ -120,12 +120,17 @@ class Stylizer:
         whole = BYTES_PER_PIXEL["bf16" if self.dtype else "fp32"] * widths[0] / 32
         return whole, TILED_RESIDENT * widths[2] / 128, TILED_RESIDUAL_PEAK * widths[2] / 128
 
+    def _pixels(self, width: int, height: int) -> int:
+        """The pixels a pass computes for an image: with the network's padding (TransformerNet.pads)."""
+        left, right, top, bottom = self.net.pads(height, width)
+        return (width + left + right) * (height + top + bottom)
+
     def plan(self, src: Path, width: int, height: int, tile: int | None = None) -> int | None:
         """How one image fits: None for a whole pass, or the tile size; `tile` asks for tiles of that size. A
         UserError, in one line, where it cannot fit: on a CPU the OS would kill the process without a word."""
         free = free_memory(self.device)
         whole, resident, residual = self._per_pixel()
-        pixels = width * height
+        pixels = self._pixels(width, height)
         if free is None:
             return tile
         if tile is None and whole * pixels <= free:
@@ -141,7 +146,7 @@ class Stylizer:
     def check_frames(self, src: Path, width: int, height: int, frames: int) -> None:
         """Refuse, in one line, a batch of video frames that cannot fit in a whole pass."""
         free = free_memory(self.device)
-        need = self._per_pixel()[0] * width * height * frames
+        need = self._per_pixel()[0] * self._pixels(width, height) * frames
         if free is not None and need > free:
             fits = size_that_fits(width, height, need, free)
             raise UserError(f"{src} at {width}x{height}, {frames} frames at a time, needs about {need / 2**30:.1f} "

@@ -2,7 +2,7 @@
 (pip install 'impasto[onnx]').
 
 The model is the whole of a stylization: the network, the colour choice and the strength, with dynamic batch, height
-and width. Inputs: `image`, float32 (N, 3, H, W) RGB in [0, 1], H and W at least 16; `strength`, float32 (1,), from
+and width. Inputs: `image`, float32 (N, 3, H, W) RGB in [0, 1], H and W at least 32; `strength`, float32 (1,), from
 0 (the photo) to 1 (the full style); `keep_colors`, float32 (1,), 1 to keep the photo's colours, else 0. Output:
 `stylized`, float32 (N, 3, H, W) in [0, 1]. A file of several paintings has one input more, `style`, float32
 (paintings,), their weights (one-hot for one painting, summing to 1 for a blend). The style's metadata is in the
@@ -26,7 +26,7 @@ from .memory import BYTES_PER_PIXEL, free_host_memory, size_that_fits
 
 SUFFIX = ".onnx"
 OPSET = 17  # InstanceNormalization and reflect Pad are in every runtime that reads opset 17
-MIN_SIZE = 16  # TransformerNet.MIN_SIZE: smaller images are padded up to it, as the network does itself
+MIN_SIZE = 32  # TransformerNet's min_size() out of training: smaller images are padded up to it, as it does itself
 
 
 def _import(name: str):

@@ -67,14 +67,15 @@ class CPUTransformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         net = self.net
         h, w = x.shape[-2:]
-        if min(h, w) < net.MIN_SIZE or net.config.down_kernel != 4:
+        if min(h, w) < net.min_size() or net.config.down_kernel != 4:
             return net(x)
-        x = F.pad(x, net.grid_pad(h, w), mode="reflect")
+        pads = net.pads(h, w)
+        x = F.pad(x, pads, mode="reflect")
         y = net.residuals(net.down2(net.down1(net.stem(x))))
         for layer, weight in ((net.up1, self.up1), (net.up2, self.up2)):
             y = F.pixel_shuffle(F.conv2d(F.pad(y, (1, 1, 1, 1), mode="replicate"), weight), 2)
             y = layer[2](layer[1](y))  # the norm, then the ReLU
-        p = self.head_pad  # the map's sides are multiples of 4 (grid_pad), so folding by 2 takes it whole
+        p = self.head_pad  # the map's sides are multiples of 4 (pads), so folding by 2 takes it whole
         y = F.pixel_unshuffle(F.pad(y, (p, p, p, p), mode="reflect"), 2)
         y = F.pixel_shuffle(F.conv2d(y, self.head, self.head_bias), 2)
-        return y[..., :h, :w]
+        return net.unpad(y, pads, h, w)

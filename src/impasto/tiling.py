@@ -98,8 +98,15 @@ def tiled_forward(net: TransformerNet, image: torch.Tensor, device: torch.device
     if min(height, width) < 2 * MARGIN:  # too small to need tiles; the network pads what is smaller still
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             return net(image.to(device)).float().to(image.device)
-    if any(pad := net.grid_pad(height, width)):  # as TransformerNet.forward pads it
-        return tiled_forward(net, F.pad(image, pad, mode="reflect"), device, dtype, tile)[..., :height, :width]
+    pads = net.pads(height, width)  # as TransformerNet.forward pads it, then its layers in tiles
+    out = _tiled_layers(net, F.pad(image, pads, mode="reflect"), device, dtype, tile)
+    return net.unpad(out, pads, height, width)
+
+
+def _tiled_layers(net: TransformerNet, image: torch.Tensor, device: torch.device, dtype: torch.dtype | None,
+                  tile: int) -> torch.Tensor:
+    """net.layers(image) in tiles, for an image already padded as the network pads it."""
+    height, width = image.shape[-2:]
     grid = tiles(height, width, tile)
 
     def crop(t: Tile) -> torch.Tensor:

@@ -128,23 +128,38 @@ class TransformerNet(nn.Module):
             norm.mix.copy_(mix)
 
     MIN_SIZE = 16  # reflection padding needs every feature map wider than its pad
+    # Out of training, a photo is reflected out by this many pixels on every side and the output cut back: its border
+    # pixels then see what interior ones see, and no line runs along its edges (docs/experiments.md, "The edge margin").
+    # Set it to 0 on a network to see its own borders.
+    edge = 16
+
+    def min_size(self) -> int:
+        """The smallest side a pass takes as it is; smaller inputs are padded up to it, and the output cut back."""
+        return self.MIN_SIZE + (0 if self.training else self.edge)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        if min(h, w) < self.MIN_SIZE:
-            padded = F.pad(x, (0, max(0, self.MIN_SIZE - w), 0, max(0, self.MIN_SIZE - h)), mode="replicate")
+        if min(h, w) < (least := self.min_size()):
+            padded = F.pad(x, (0, max(0, least - w), 0, max(0, least - h)), mode="replicate")
             return self(padded)[..., :h, :w]
-        if self.config.down_kernel == 4:
-            # A no-op pad where the sides are multiples of 4 already, so that an ONNX trace keeps every size.
-            return self.layers(F.pad(x, self.grid_pad(h, w), mode="reflect"))[..., :h, :w]
-        return self.layers(x)
+        pads = self.pads(h, w)
+        # A no-op pad where there is nothing to add, so that an ONNX trace keeps every size.
+        return self.unpad(self.layers(F.pad(x, pads, mode="reflect")), pads, h, w)
 
-    def grid_pad(self, height: int, width: int) -> tuple[int, int, int, int]:
-        """F.pad's (left, right, top, bottom) that reflects an input out to the network's grid: the centred grid
-        halves a side exactly only when it is a multiple of 4; Johnson's takes any size."""
+    def pads(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """F.pad's (left, right, top, bottom) for a pass: the edge margin out of training, and for the centred grid
+        a reflection out to a multiple of 4 at the bottom and right (it halves a side exactly only then; Johnson's
+        grid takes any size)."""
+        m = 0 if self.training else self.edge
         if self.config.down_kernel != 4:
-            return 0, 0, 0, 0
-        return 0, (4 - width % 4) % 4, 0, (4 - height % 4) % 4
+            return m, m, m, m
+        return m, m + (4 - width % 4) % 4, m, m + (4 - height % 4) % 4
+
+    @staticmethod
+    def unpad(y: torch.Tensor, pads: tuple[int, int, int, int], height: int, width: int) -> torch.Tensor:
+        """A padded pass's output cut back to the input's `height` × `width`."""
+        left, _, top, _ = pads
+        return y[..., top:top + height, left:left + width]
 
     def layers(self, x: torch.Tensor) -> torch.Tensor:
         # Only the encoder's sizes are kept, not its activations: at full size those are the biggest tensors.

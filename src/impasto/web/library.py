@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError, check_fraction
+from ..lookup import MODELS, shipped_folder
 
 KEPT_BLENDS = 2  # blends of two paintings kept loaded (a network each)
 
@@ -38,11 +39,14 @@ class StyleLibrary:
         self.styles: dict[str, Style] = {}
         self.blends: dict[str, object] = {}  # Stylizers of blends, oldest first
         self.blends_lock = threading.Lock()
+        shipped = {shipped_folder(model) for model in MODELS}
         for folder in folders:
             if not folder.is_dir():
                 raise UserError(f"style folder {folder} does not exist: start from the project's folder, or pass "
                                 "--checkpoints DIR or --styles DIR")
             for path in sorted(folder.rglob(f"*{SUFFIX}")):
+                if path.parent != folder and path.parent in shipped:  # the other model's (assets/styles/thin)
+                    continue
                 try:
                     meta = read_meta(path)
                 except UserError as e:
