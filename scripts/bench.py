@@ -303,9 +303,9 @@ def package_pass():
 
 def stylize_mode(net, device, mode: str, style: str | None, tmp: str):
     """A Stylizer for a mode named like bf16+cl+compile (a precision, then channels_last and torch.compile; +plain:
-    the network as it is, not rewritten for the CPU), or onnx: the --style style exported to ONNX and run by
-    onnxruntime on the CPU; or thin: the shipped thin network; or a peer: pytorch/examples' network (random weights,
-    eager fp32) or the package."""
+    the network as it is, not rewritten for the CPU; +noedge: without the edge margin), or onnx: the --style style
+    exported to ONNX and run by onnxruntime on the CPU; or thin: the shipped thin network; or a peer:
+    pytorch/examples' network (random weights, eager fp32) or the package."""
     from impasto.inference import Stylizer
     from impasto.runtime import autocast_dtype
 
@@ -327,6 +327,8 @@ def stylize_mode(net, device, mode: str, style: str | None, tmp: str):
         style = OnnxStyle(export_onnx(path, Path(tmp) / "style.onnx", overwrite=True, painting=painting))
         return lambda batch: torch.from_numpy(style.run(batch.numpy()))
     precision, *options = mode.split("+")
+    if "noedge" in options:
+        net.edge = 0
     compile = "reduce-overhead" if "graphs" in options else "compile" in options
     return Stylizer(net, device, autocast_dtype(precision, device), channels_last="cl" in options, compile=compile,
                     rewrite="plain" not in options)
@@ -541,7 +543,8 @@ def main() -> None:
     p.add_argument("--precision", default="auto", help="train: auto, fp32 or bf16")
     p.add_argument("--compile", action="store_true", help="train: torch.compile the transformer and the VGG")
     p.add_argument("--modes", default="fp32,bf16,bf16+cl,bf16+cl+compile,bf16+cl+graphs",
-                   help="stylize: precision[+cl (channels_last)][+compile, or +graphs: compiled with CUDA graphs], "
+                   help="stylize: precision[+cl (channels_last)][+compile, or +graphs: compiled with CUDA graphs]"
+                        "[+plain: not rewritten for the CPU][+noedge: without the edge margin], "
                         "or onnx (onnxruntime, CPU), or thin (the shipped thin network, --model thin), or a peer: "
                         "peer, package; comma-separated; the first is the PSNR reference")
     p.add_argument("--sizes", default="512,1080p,4k", help="stylize: 512, 1080p, 4k or a square side N")
