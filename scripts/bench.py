@@ -20,6 +20,7 @@
 """
 
 import argparse
+import functools
 import io
 import itertools
 import json
@@ -334,6 +335,7 @@ def stylize_mode(net, device, mode: str, style: str | None, tmp: str):
                     rewrite="plain" not in options)
 
 
+@functools.lru_cache(maxsize=1)  # one load for the thin bound and the thin mode
 def thin_network(style: str | None, device):
     """The shipped thin network, painting --style's painting (Starry Night without one)."""
     from impasto.style import open_style
