@@ -20,12 +20,13 @@ def tiny_system(**options) -> StyleTransferSystem:
     loss = PerceptualLoss(LossNetwork(["relu1_1", "relu2_2"], weights="random"), {"relu2_2": 1.0},
                           {"relu1_1": 1.0}, 1.0, 1.0, 1.0)
     loss.set_style([torch.rand(1, 3, 32, 32)])
-    return StyleTransferSystem(TransformerNet(TransformerConfig(widths=(4, 8, 8), residual_blocks=1)), loss, lr=1e-3,
-                               **options)
+    return StyleTransferSystem(TransformerNet(TransformerConfig(widths=(4, 8, 8), residual_blocks=1)), loss,
+                               **{"lr": 1e-3, **options})
 
 
-def fit_recording_lr(tmp_path, max_steps: int, ckpt_path=None, save: str | None = None) -> list[float]:
-    system, seen = tiny_system(lr_schedule=CosineDecay(4, final=0.1)), []
+def fit_recording_lr(tmp_path, max_steps: int, ckpt_path=None, save: str | None = None, lr: float = 1e-3,
+                     cosine: bool = True) -> list[float]:
+    system, seen = tiny_system(lr=lr, lr_schedule=CosineDecay(4, final=0.1) if cosine else None), []
 
     class Record(pl.Callback):
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
@@ -46,6 +47,14 @@ def test_the_cosine_schedule_decays_the_learning_rate_step_by_step_and_resumes_w
     assert whole == pytest.approx(expected)  # 1e-3 at the start, 1e-4 from step 4 on
     first = fit_recording_lr(tmp_path, 2, save="two.ckpt")
     assert first + fit_recording_lr(tmp_path, 6, ckpt_path=tmp_path / "two.ckpt") == pytest.approx(whole)
+
+
+@pytest.mark.parametrize("cosine", [False, True])
+def test_a_resumed_run_trains_at_the_learning_rate_it_is_given_not_at_the_checkpoints(cosine, tmp_path):
+    fit_recording_lr(tmp_path, 2, save="two.ckpt", cosine=cosine)
+    resumed = fit_recording_lr(tmp_path, 6, ckpt_path=tmp_path / "two.ckpt", lr=1e-4, cosine=cosine)
+    assert resumed == pytest.approx(fit_recording_lr(tmp_path, 6, lr=1e-4, cosine=cosine)[2:])
+    assert resumed[0] == pytest.approx(1e-4 * (CosineDecay(4, final=0.1)(2) if cosine else 1))
 
 
 @pytest.mark.parametrize("clip", [None, 1.0])

@@ -1,5 +1,6 @@
 """The training system: composes the transformer and the perceptual loss; logs to TensorBoard."""
 
+import logging
 import math
 import time
 
@@ -13,6 +14,8 @@ from ..runtime import conv_memory_format
 from ..transformer import TransformerNet
 
 FROZEN_PREFIXES = ("loss.network.", "teacher.")  # rebuilt from their sources, never checkpointed
+
+log = logging.getLogger(__name__)
 
 
 class CosineDecay:
@@ -102,6 +105,7 @@ class StyleTransferSystem(pl.LightningModule):
         return {"optimizer": self._optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_train_start(self) -> None:
+        self._take_configured_lr()
         self._clock = (time.perf_counter(), self.global_step)
         self._sitting_clock, self._cpu_clock = self._clock[0], time.process_time()
         if self.global_step == 0:  # the untrained network: the baseline for every later grid (not on resume)
@@ -214,6 +218,21 @@ class StyleTransferSystem(pl.LightningModule):
         self.prior = checkpoint.get("impasto_prior", self.prior)
 
     # --- helpers ------------------------------------------------------------------------------------------------
+    def _take_configured_lr(self) -> None:
+        """A resumed run trains at the lr it is given: the checkpoint's optimizer (and schedule) hold the old one,
+        which would otherwise win over optim.lr without a word. Where they agree, nothing changes."""
+        groups = self._optimizer.param_groups
+        held = groups[0].get("initial_lr", groups[0]["lr"])  # a schedule's base lr, else the constant lr
+        if math.isclose(held, self.lr, rel_tol=1e-6):
+            return
+        for group in groups:
+            group["lr"] *= self.lr / held  # keeps the schedule's factor at this step
+            if "initial_lr" in group:
+                group["initial_lr"] = self.lr
+        for config in self.trainer.lr_scheduler_configs:
+            config.scheduler.base_lrs = [self.lr] * len(config.scheduler.base_lrs)
+        log.info("optim.lr=%g replaces the checkpoint's %g", self.lr, held)
+
     @torch.no_grad()
     def stylize_preview(self, noise_std: float = 0.0) -> torch.Tensor:
         """The preview photos stylized (not clamped); with `noise_std`, plus the same fixed noise at every call."""
