@@ -186,7 +186,16 @@ def test_a_cosine_schedule_needs_an_end_and_a_fraction(tmp_path):
     common = [f"paths.checkpoint_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'r'}", "optim.schedule=cosine"]
     assert_user_error(run("train.py", "trainer.max_steps=-1", *common), "trainer.max_steps")
     assert_user_error(run("train.py", "optim.final_lr_fraction=2", *common), "final_lr_fraction")
-    assert_user_error(run("train.py", "optim.schedule=linear", *common[:2]), "constant or cosine")
+    assert_user_error(run("train.py", "optim.schedule=linear", *common[:2]), "constant, cosine or plateau")
+    assert not list(tmp_path.glob("*.safetensors"))
+
+
+def test_a_plateau_schedule_with_settings_that_cannot_work_is_one_line(tmp_path):
+    common = [f"paths.checkpoint_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'r'}", "optim.schedule=plateau"]
+    assert_user_error(run("train.py", "optim.plateau.window=0", *common), "optim.plateau.window")
+    assert_user_error(run("train.py", "optim.plateau.patience=1.5", *common), "optim.plateau.patience")
+    assert_user_error(run("train.py", "optim.plateau.factor=1", *common), "optim.plateau.factor", "more than 1")
+    assert_user_error(run("train.py", "optim.plateau.threshold=abc", *common), "optim.plateau.threshold")
     assert not list(tmp_path.glob("*.safetensors"))
 
 

@@ -53,3 +53,12 @@ def test_a_ddp_run_resumes_on_one_process(tmp_path):
                     f"ckpt_path={tmp_path / 'ddp' / 'run' / 'checkpoints' / 'last.ckpt'}")
     assert resumed["global_step"] == 4
     assert read_meta(tmp_path / "one" / "ck" / "starry_night.quickstart.safetensors")["steps"] == 4
+
+
+def test_every_rank_judges_the_plateau_by_the_mean_loss_over_all_ranks(tmp_path):
+    # Each rank's own losses are of half the batch: judged alone, the ranks' lrs could part ways.
+    plateau = ["optim.schedule=plateau", "optim.plateau.window=2", "trainer.max_steps=2"]
+    split = train(tmp_path / "ddp", "data.batch_size=2", *DDP, *plateau)
+    whole = train(tmp_path / "one", "data.batch_size=4", "trainer.devices=1", *plateau)
+    split_best, whole_best = (ckpt["lr_schedulers"][0]["lr_lambdas"][0]["best"] for ckpt in (split, whole))
+    assert split_best == pytest.approx(whole_best, rel=1e-4)

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from impasto.losses import PerceptualLoss
 from impasto.training.callbacks import LossProgressBar
-from impasto.training.system import CosineDecay, StyleTransferSystem
+from impasto.training.system import CosineDecay, PlateauDrop, StyleTransferSystem
 from impasto.transformer import TransformerConfig, TransformerNet
 from impasto.vgg import LossNetwork
 
@@ -24,9 +24,13 @@ def tiny_system(**options) -> StyleTransferSystem:
                                **{"lr": 1e-3, **options})
 
 
+def cosine() -> CosineDecay:
+    return CosineDecay(4, final=0.1)
+
+
 def fit_recording_lr(tmp_path, max_steps: int, ckpt_path=None, save: str | None = None, lr: float = 1e-3,
-                     cosine: bool = True) -> list[float]:
-    system, seen = tiny_system(lr=lr, lr_schedule=CosineDecay(4, final=0.1) if cosine else None), []
+                     schedule=cosine) -> list[float]:
+    system, seen = tiny_system(lr=lr, lr_schedule=schedule() if schedule else None), []
 
     class Record(pl.Callback):
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
@@ -49,12 +53,47 @@ def test_the_cosine_schedule_decays_the_learning_rate_step_by_step_and_resumes_w
     assert first + fit_recording_lr(tmp_path, 6, ckpt_path=tmp_path / "two.ckpt") == pytest.approx(whole)
 
 
-@pytest.mark.parametrize("cosine", [False, True])
-def test_a_resumed_run_trains_at_the_learning_rate_it_is_given_not_at_the_checkpoints(cosine, tmp_path):
-    fit_recording_lr(tmp_path, 2, save="two.ckpt", cosine=cosine)
-    resumed = fit_recording_lr(tmp_path, 6, ckpt_path=tmp_path / "two.ckpt", lr=1e-4, cosine=cosine)
-    assert resumed == pytest.approx(fit_recording_lr(tmp_path, 6, lr=1e-4, cosine=cosine)[2:])
-    assert resumed[0] == pytest.approx(1e-4 * (CosineDecay(4, final=0.1)(2) if cosine else 1))
+def never_good_enough() -> PlateauDrop:
+    """Windows of 2 steps, each of which must beat the best by 99 %: every window after the first drops the lr."""
+    return PlateauDrop(window=2, threshold=0.99, patience=1, factor=2, floor=0.25)
+
+
+def test_the_plateau_schedule_divides_the_learning_rate_when_the_loss_stalls_and_resumes_mid_window(tmp_path):
+    whole = fit_recording_lr(tmp_path, 10, schedule=never_good_enough)
+    # the first window sets the best; each later one divides the lr by 2, down to the floor (a quarter)
+    assert whole == pytest.approx([1e-3] * 4 + [5e-4] * 2 + [2.5e-4] * 4)
+    first = fit_recording_lr(tmp_path, 3, save="three.ckpt", schedule=never_good_enough)  # a window half done
+    resumed = fit_recording_lr(tmp_path, 10, ckpt_path=tmp_path / "three.ckpt", schedule=never_good_enough)
+    assert first + resumed == pytest.approx(whole)
+    fit_recording_lr(tmp_path, 3, save="constant.ckpt", schedule=None)  # a sitting that takes the schedule up
+    switched = fit_recording_lr(tmp_path, 10, ckpt_path=tmp_path / "constant.ckpt", schedule=never_good_enough)
+    assert switched == pytest.approx([1e-3] * 4 + [5e-4] * 2 + [2.5e-4])  # its windows count from the resume
+
+
+def test_the_plateau_watch_counts_progress_by_the_threshold_waits_out_its_patience_and_restarts_at_a_new_size():
+    watch = PlateauDrop(window=2, threshold=0.1, patience=2, factor=10, floor=0.01)
+
+    def window(loss: float, size: int = 256) -> bool:
+        assert not watch.add(torch.tensor(loss), size)
+        assert watch.add(torch.tensor(float("nan")), size)  # a non-finite step is left out of the mean
+        return watch.close((watch.total / watch.finite).item())
+
+    assert not window(3.0) and not window(2.0)  # progress: the best is 2.0
+    assert not window(1.9) and watch.bad == 1  # 5 % lower is not 10 %
+    assert window(1.85) and watch.scale == pytest.approx(0.1)  # the second window in a row without progress
+    assert not window(1.7) and watch.best == pytest.approx(1.7)  # 15 % below 2.0: progress at the new rate
+    assert not window(2.5, size=128) and watch.best == pytest.approx(2.5)  # a new crop size: a fresh watch
+    assert watch.scale == pytest.approx(0.1)  # ... at the rate reached
+    assert not window(2.5, size=128) and window(2.5, size=128) and watch.scale == pytest.approx(0.01)
+    assert not any(window(2.5, size=128) for _ in range(4)) and watch.scale == pytest.approx(0.01)  # the floor
+
+
+@pytest.mark.parametrize("schedule", [None, cosine, never_good_enough])
+def test_a_resumed_run_trains_at_the_learning_rate_it_is_given_not_at_the_checkpoints(schedule, tmp_path):
+    fit_recording_lr(tmp_path, 2, save="two.ckpt", schedule=schedule)
+    resumed = fit_recording_lr(tmp_path, 6, ckpt_path=tmp_path / "two.ckpt", lr=1e-4, schedule=schedule)
+    assert resumed == pytest.approx(fit_recording_lr(tmp_path, 6, lr=1e-4, schedule=schedule)[2:])
+    assert resumed[0] == pytest.approx(1e-4 * (schedule()(2) if schedule else 1))
 
 
 @pytest.mark.parametrize("clip", [None, 1.0])

@@ -32,7 +32,7 @@ from ..style import (
 from ..transformer import TransformerConfig, TransformerNet
 from .callbacks import DivergenceGuard, LossProgressBar, ResumableCheckpoints, SittingTimer
 from .data import ImageDataModule, build_train_dataset, load_preview
-from .system import CosineDecay, StyleTransferSystem
+from .system import CosineDecay, PlateauDrop, StyleTransferSystem
 
 log = logging.getLogger(__name__)
 
@@ -157,16 +157,28 @@ def check_resumable(path: str, system: StyleTransferSystem) -> None:
                         "overrides of the run that wrote it (model.*, style=[...])")
 
 
-def lr_schedule(cfg: DictConfig) -> CosineDecay | None:
+def lr_schedule(cfg: DictConfig) -> CosineDecay | PlateauDrop | None:
     schedule = cfg.optim.get("schedule", "constant")
     if schedule == "constant":
         return None
-    if schedule != "cosine":
-        raise UserError(f"optim.schedule is constant or cosine, got {schedule!r}")
+    if schedule not in ("cosine", "plateau"):
+        raise UserError(f"optim.schedule is constant, cosine or plateau, got {schedule!r}")
+    check_fraction(cfg.optim.final_lr_fraction, "optim.final_lr_fraction (a fraction of optim.lr)")
+    if schedule == "plateau":
+        plateau = cfg.optim.plateau
+        for key in ("window", "patience"):
+            if isinstance(plateau[key], bool) or not isinstance(plateau[key], int) or plateau[key] < 1:
+                raise UserError(f"optim.plateau.{key} must be a positive whole number, got {plateau[key]!r}")
+        check_numbers(cfg, ("optim.plateau.threshold", "optim.plateau.factor"))
+        if not 0 <= plateau.threshold < 1:
+            raise UserError(f"optim.plateau.threshold is a fraction of the loss from 0 to 1, got {plateau.threshold}")
+        if not plateau.factor > 1:
+            raise UserError(f"optim.plateau.factor divides the lr: more than 1, got {plateau.factor}")
+        return PlateauDrop(plateau.window, plateau.threshold, plateau.patience, plateau.factor,
+                           cfg.optim.final_lr_fraction)
     if not cfg.trainer.max_steps or cfg.trainer.max_steps < 1:
         raise UserError("optim.schedule=cosine decays over trainer.max_steps: set it (a time limit alone gives the "
                         "schedule no end)")
-    check_fraction(cfg.optim.final_lr_fraction, "optim.final_lr_fraction (a fraction of optim.lr)")
     return CosineDecay(cfg.trainer.max_steps, cfg.optim.final_lr_fraction)
 
 

@@ -30,6 +30,48 @@ class CosineDecay:
         return self.final + (1 - self.final) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+class PlateauDrop:
+    """The learning rate's factor, divided by `factor` each time the training loss stops falling: when the mean loss
+    over a window of `window` steps has not come `threshold` (a fraction) below the best window's for `patience`
+    windows in a row; never below `floor`. A new crop size starts the watch afresh (the loss's level depends on it).
+    A plain object like CosineDecay, so that the scheduler's checkpoint holds its state; the system feeds it."""
+
+    def __init__(self, window: int = 500, threshold: float = 0.01, patience: int = 2, factor: float = 10.0,
+                 floor: float = 0.01):
+        self.window, self.threshold, self.patience, self.factor, self.floor = window, threshold, patience, factor, floor
+        self.scale = 1.0
+        self.size: int | None = None  # the crop size the windows are measured at
+        self.best, self.bad = math.inf, 0
+        # the open window: its steps, and its finite losses' sum and count (device tensors once fed: no host sync)
+        self.steps, self.total, self.finite = 0, 0.0, 0
+
+    def __call__(self, step: int) -> float:
+        return self.scale
+
+    def add(self, loss: torch.Tensor, size: int) -> bool:
+        """One step's loss, at crop `size`; True when it closes a window (then `close` takes the window's mean)."""
+        if size != self.size:
+            self.size, self.best, self.bad = size, math.inf, 0
+            self.steps, self.total, self.finite = 0, 0.0, 0
+        finite = torch.isfinite(loss)
+        self.total = self.total + torch.where(finite, loss.detach().float(), 0.0)
+        self.finite = self.finite + finite.long()
+        self.steps += 1
+        return self.steps == self.window
+
+    def close(self, mean: float) -> bool:
+        """Judge the closed window by its mean loss (over every rank); True when the factor dropped."""
+        self.steps, self.total, self.finite = 0, 0.0, 0
+        if mean < self.best * (1 - self.threshold):
+            self.best, self.bad = mean, 0
+            return False
+        self.bad += 1
+        if self.bad < self.patience or self.scale <= self.floor * (1 + 1e-9):
+            return False
+        self.scale, self.bad = max(self.scale / self.factor, self.floor), 0
+        return True
+
+
 class StyleTransferSystem(pl.LightningModule):
     """Trains `transformer` to minimise `loss`, with Adam at `lr` (times `lr_schedule(step)` where there is one).
     `preview`: fixed photos shown in TensorBoard every `preview_every_n_steps`. `stability_weight`/`stability_noise`:
@@ -44,7 +86,7 @@ class StyleTransferSystem(pl.LightningModule):
     of each of the transformer's paintings."""
 
     def __init__(self, transformer: TransformerNet, loss: PerceptualLoss, *, lr: float,
-                 lr_schedule: CosineDecay | None = None, preview: torch.Tensor | None = None,
+                 lr_schedule: CosineDecay | PlateauDrop | None = None, preview: torch.Tensor | None = None,
                  preview_every_n_steps: int = 500,
                  stability_weight: float = 0.0, stability_noise: float = 0.02, seed: int = 0,
                  recipe: dict | None = None, trained: list[int] | None = None, norms_only: bool = False,
@@ -132,8 +174,25 @@ class StyleTransferSystem(pl.LightningModule):
                                                                         self.stability_noise)
             terms["total"] = terms["total"] + terms["stability"]
         self.log_dict({f"loss/{name}": value for name, value in terms.items()}, prog_bar=False)
+        if isinstance(self.lr_schedule, PlateauDrop):
+            self._watch_plateau(terms["total"], batch.shape[-1])
         self.last_loss = terms["total"].detach()  # for LossProgressBar, not self.log(prog_bar=True): see there
         return terms["total"]
+
+    def _watch_plateau(self, loss: torch.Tensor, size: int) -> None:
+        """Feed the plateau schedule; at a window's end, its mean over every rank (so that all drop together).
+        Here in the step, before any callback can checkpoint it, so that a resumed run's windows are the same."""
+        watch = self.lr_schedule
+        if not watch.add(loss, size):
+            return
+        reduce = self.trainer.strategy.reduce
+        mean = (reduce(watch.total, reduce_op="sum") / reduce(watch.finite, reduce_op="sum")).item()
+        if self.logger is not None and self.trainer.is_global_zero:  # every window, whatever log_every_n_steps
+            self.logger.log_metrics({"loss/window": mean}, step=self.global_step)
+        if watch.close(mean):
+            log.info("the mean loss over %d steps has not come %g %% below its best %d times in a row: lr %g from "
+                     "step %d on", watch.window, 100 * watch.threshold, watch.patience, self.lr * watch.scale,
+                     self.global_step + 1)
 
     @torch.no_grad()
     def teacher_target(self, batch: torch.Tensor, painting: int) -> torch.Tensor:
