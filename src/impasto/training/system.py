@@ -42,7 +42,10 @@ class PlateauDrop:
         self.scale = 1.0
         self.size: int | None = None  # the crop size the windows are measured at
         self.best, self.bad = math.inf, 0
-        # the open window: its steps, and its finite losses' sum and count (device tensors once fed: no host sync)
+        self._open_window()
+
+    def _open_window(self) -> None:
+        # its steps, and its finite losses' sum and count (device tensors once fed: no host sync)
         self.steps, self.total, self.finite = 0, 0.0, 0
 
     def __call__(self, step: int) -> float:
@@ -52,7 +55,7 @@ class PlateauDrop:
         """One step's loss, at crop `size`; True when it closes a window (then `close` takes the window's mean)."""
         if size != self.size:
             self.size, self.best, self.bad = size, math.inf, 0
-            self.steps, self.total, self.finite = 0, 0.0, 0
+            self._open_window()
         finite = torch.isfinite(loss)
         self.total = self.total + torch.where(finite, loss.detach().float(), 0.0)
         self.finite = self.finite + finite.long()
@@ -61,7 +64,7 @@ class PlateauDrop:
 
     def close(self, mean: float) -> bool:
         """Judge the closed window by its mean loss (over every rank); True when the factor dropped."""
-        self.steps, self.total, self.finite = 0, 0.0, 0
+        self._open_window()
         if mean < self.best * (1 - self.threshold):
             self.best, self.bad = mean, 0
             return False
