@@ -215,6 +215,7 @@ def test_training_numbers_that_cannot_train_and_checkpoints_that_cannot_resume_a
                              ("optim.lr=0", "optim.lr must be a positive number"),
                              ("data.batch_size=0", "data.batch_size must be a positive whole number"),
                              ("data.size=0", "data.size must be a positive whole number"),
+                             ("data.batch_size=true", "data.batch_size must be a positive whole number, got True"),
                              ("data.size=8", "data.size must be 16 pixels or more"),
                              ("optim.lr=abc", "optim.lr must be a number, got 'abc'"),
                              ("data.bogus=1", "Could not override 'data.bogus'; To append"),

@@ -79,6 +79,71 @@ def test_compare_table_has_its_rows_and_columns(tmp_path, photo, tiny_ckpt):
         assert panel.width > 4 * 32  # content | fast | two Gatys snapshots
 
 
+def test_compare_reads_gatys_from_its_cache_the_second_time(tmp_path, photo, tiny_ckpt):
+    cache = tmp_path / "cache"
+    args = ["--style", str(tiny_ckpt), str(photo), "--size", "32", "--steps", "2,3", "--painting-image", str(photo),
+            "--cache", str(cache)]
+    first = cli("compare", *args, "--out-dir", str(tmp_path / "a"))
+    assert first.returncode == 0, first.stderr[-2000:]
+    kept = list(cache.glob("*.pt"))
+    assert len(kept) == 1
+    written = kept[0].stat().st_mtime_ns
+    second = cli("compare", *args, "--out-dir", str(tmp_path / "b"))
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert kept[0].stat().st_mtime_ns == written  # read, not optimized and written again
+    rows = [json.loads((tmp_path / d / "compare.json").read_text())["rows"] for d in "ab"]
+    assert [r["method"] for r in rows[0]] == ["fast", "gatys@2", "gatys@3"]
+    assert [r["total"] for r in rows[0]] == [r["total"] for r in rows[1]]
+
+
+def tiny_style(path, name: str, seed: int):
+    """Another untrained tiny style, its weights drawn from `seed`."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from conftest import ROOT
+    from impasto.style import save_style
+    from impasto.transformer import TransformerConfig, TransformerNet
+
+    torch.manual_seed(seed)
+    net = TransformerNet(TransformerConfig(widths=(4, 8, 8), residual_blocks=1))
+    loss = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "loss" / "gatys.yaml"))
+    return save_style(path, net, {"style": name, "steps": 0, "loss": loss})
+
+
+def test_compare_scores_a_baseline_photo_by_photo_without_gatys(tmp_path, photo, tiny_ckpt):
+    other = tmp_path / "other.png"
+    Image.open(photo).transpose(Image.Transpose.FLIP_TOP_BOTTOM).save(other)
+    snapshot = tiny_style(tmp_path / "snapshot.safetensors", "tiny", seed=5)
+    out_dir = tmp_path / "ab"
+    common = [str(photo), str(other), "--size", "32", "--steps", "0", "--painting-image", str(photo)]
+    result = cli("compare", "--style", str(tiny_ckpt), "--baseline", str(snapshot), *common, "--out-dir", str(out_dir))
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((out_dir / "compare.json").read_text())
+    rows = report["rows"]
+    assert [r["method"] for r in rows] == ["fast", "baseline"] * 2  # no Gatys row
+    diffs = [rows[0]["total"] - rows[1]["total"], rows[2]["total"] - rows[3]["total"]]
+    assert diffs[0] != 0 and diffs[1] != 0  # two different networks
+    pairs = report["paired"]
+    assert pairs["photos"] == 2 and pairs["total"]["mean"] == pytest.approx(sum(diffs) / 2, abs=1e-4)
+    assert pairs["total"]["standard_error"] == pytest.approx(abs(diffs[0] - diffs[1]) / 2, abs=1e-4)
+    assert "fast − baseline, total:" in result.stdout and "over 2 photos" in result.stdout
+    assert report["matched"] == {}
+    with Image.open(out_dir / "panel_photo.png") as panel:
+        assert panel.width > 3 * 32  # content | fast | baseline
+
+    same = cli("compare", "--style", str(tiny_ckpt), "--baseline", str(tiny_ckpt), *common, "--out-dir",
+               str(tmp_path / "same"))
+    assert same.returncode == 0, same.stderr[-2000:]
+    assert json.loads((tmp_path / "same" / "compare.json").read_text())["paired"]["total"]["mean"] == 0
+
+
 def test_compare_bad_inputs(tmp_path, photo, tiny_ckpt):
     assert_user_error(cli("compare", "--style", str(tiny_ckpt), str(photo), "--steps", "0,x"), "--steps")
+    assert_user_error(cli("compare", "--style", str(tiny_ckpt), str(photo), "--steps", "0,50"), "0 alone")
+    another = tiny_style(tmp_path / "another.safetensors", "another", seed=1)
+    assert_user_error(cli("compare", "--style", str(tiny_ckpt), "--baseline", str(another), str(photo), "--steps", "0",
+                          "--painting-image", str(photo)), "--baseline", "another")
+    assert_user_error(cli("compare", "--style", "starry_night", "--baseline", "the_scream", str(photo), "--steps", "0"),
+                      "--baseline the_scream", "paints the_scream, not starry_night")
     assert_user_error(cli("compare", "--style", str(photo), str(photo)), "photo.png", "not an impasto")

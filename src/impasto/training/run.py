@@ -166,9 +166,7 @@ def lr_schedule(cfg: DictConfig) -> CosineDecay | PlateauDrop | None:
     check_fraction(cfg.optim.final_lr_fraction, "optim.final_lr_fraction (a fraction of optim.lr)")
     if schedule == "plateau":
         plateau = cfg.optim.plateau
-        for key in ("window", "patience"):
-            if isinstance(plateau[key], bool) or not isinstance(plateau[key], int) or plateau[key] < 1:
-                raise UserError(f"optim.plateau.{key} must be a positive whole number, got {plateau[key]!r}")
+        check_counts(cfg, ("optim.plateau.window", "optim.plateau.patience"))
         check_numbers(cfg, ("optim.plateau.threshold", "optim.plateau.factor"))
         if not 0 <= plateau.threshold < 1:
             raise UserError(f"optim.plateau.threshold is a fraction of the loss from 0 to 1, got {plateau.threshold}")
@@ -190,14 +188,20 @@ def check_numbers(cfg: DictConfig, keys: tuple[str, ...]) -> None:
             raise UserError(f"{key} must be a number, got {value!r}")
 
 
+def check_counts(cfg: DictConfig, keys: tuple[str, ...]) -> None:
+    """A count given as 2.5, text or true (which Python would take as 1) is one line."""
+    for key in keys:
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"{key} must be a positive whole number, got {value!r}")
+
+
 def build(cfg: DictConfig) -> Run:
     """The data, the loss, the system and the trainer from the composed config."""
     check_numbers(cfg, ("optim.lr", "optim.final_lr_fraction", "stability.weight", "stability.noise"))
     if not cfg.optim.lr > 0 or cfg.optim.lr == float("inf"):  # 0 would export the starting network as if trained
         raise UserError(f"optim.lr must be a positive number, got {cfg.optim.lr}")
-    for key in ("batch_size", "size"):
-        if not isinstance(cfg.data[key], int) or cfg.data[key] < 1:
-            raise UserError(f"data.{key} must be a positive whole number, got {cfg.data[key]}")
+    check_counts(cfg, ("data.batch_size", "data.size"))
     if cfg.data.size < TransformerNet.MIN_SIZE:
         raise UserError(f"data.size must be {TransformerNet.MIN_SIZE} pixels or more, got {cfg.data.size}")
     if cfg.stability.weight < 0:
