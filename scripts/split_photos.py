@@ -2,7 +2,7 @@
 
   python scripts/split_photos.py ~/photos data/photos
   python train.py style=the_scream data=folder data.root=data/photos/train
-  impasto-compare --ckpt checkpoints/the_scream.safetensors data/photos/heldout
+  impasto-compare --style checkpoints/the_scream.safetensors data/photos/heldout
 
 Every EVERY-th photo in name order (the first, the 21st, ...) goes to heldout/, the rest to train/: of 824 photos,
 42 are held out and 782 trained on. Copies, never moves; an existing destination is refused.
