@@ -65,14 +65,21 @@ def photo(tmp_path) -> Path:
     return path
 
 
-@pytest.fixture
-def tiny_ckpt(tmp_path) -> Path:
-    """An untrained, tiny style checkpoint: enough for stylize.py's argument and file handling."""
+def tiny_style(path: Path, name: str = "tiny", seed: int | None = None) -> Path:
+    """An untrained, tiny style file painting `name`, its weights drawn from `seed` where one is given."""
     from omegaconf import OmegaConf
 
     from impasto.style import save_style
     from impasto.transformer import TransformerConfig, TransformerNet
 
+    if seed is not None:
+        torch.manual_seed(seed)
     net = TransformerNet(TransformerConfig(widths=(4, 8, 8), residual_blocks=1))
     loss = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "loss" / "gatys.yaml"))
-    return save_style(tmp_path / "tiny.safetensors", net, {"style": "tiny", "steps": 0, "loss": loss})
+    return save_style(path, net, {"style": name, "steps": 0, "loss": loss})
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path) -> Path:
+    """An untrained, tiny style checkpoint: enough for stylize.py's argument and file handling."""
+    return tiny_style(tmp_path / "tiny.safetensors")

@@ -7,7 +7,7 @@ import time
 import pytest
 from PIL import Image
 
-from conftest import assert_user_error, cli
+from conftest import assert_user_error, cli, tiny_style
 
 pytestmark = pytest.mark.slow  # trains or runs a script in a subprocess
 
@@ -94,21 +94,6 @@ def test_compare_reads_gatys_from_its_cache_the_second_time(tmp_path, photo, tin
     rows = [json.loads((tmp_path / d / "compare.json").read_text())["rows"] for d in "ab"]
     assert [r["method"] for r in rows[0]] == ["fast", "gatys@2", "gatys@3"]
     assert [r["total"] for r in rows[0]] == [r["total"] for r in rows[1]]
-
-
-def tiny_style(path, name: str, seed: int):
-    """Another untrained tiny style, its weights drawn from `seed`."""
-    import torch
-    from omegaconf import OmegaConf
-
-    from conftest import ROOT
-    from impasto.style import save_style
-    from impasto.transformer import TransformerConfig, TransformerNet
-
-    torch.manual_seed(seed)
-    net = TransformerNet(TransformerConfig(widths=(4, 8, 8), residual_blocks=1))
-    loss = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "loss" / "gatys.yaml"))
-    return save_style(path, net, {"style": name, "steps": 0, "loss": loss})
 
 
 def test_compare_scores_a_baseline_photo_by_photo_without_gatys(tmp_path, photo, tiny_ckpt):
