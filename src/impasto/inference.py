@@ -8,7 +8,7 @@ import torch
 
 from .color import blend_strength, preserve_color
 from .errors import UserError, check_fraction
-from .memory import BYTES_PER_PIXEL, keep_freed_host_memory, release_freed_host_memory, size_that_fits
+from .memory import keep_freed_host_memory, release_freed_host_memory, size_that_fits, whole_pass_bytes
 from .rewrite import CPUTransformer
 from .runtime import autocast_dtype, describe, free_memory, pick_device
 from .tiling import DEFAULT_TILE, MARGIN, tiled_forward
@@ -114,11 +114,14 @@ class Stylizer:
             out = preserve_color(out, photo)
         return blend_strength(out.clamp(0, 1), photo, strength)
 
-    def _per_pixel(self) -> tuple[float, float, float]:
-        """Bytes per pixel: a whole pass; tiled, resident and at the residual blocks' peak."""
-        widths = self.net.config.widths
-        whole = BYTES_PER_PIXEL["bf16" if self.dtype else "fp32"] * widths[0] / 32
-        return whole, TILED_RESIDENT * widths[2] / 128, TILED_RESIDUAL_PEAK * widths[2] / 128
+    def _per_pixel(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """Bytes per pixel at this size: a whole pass (the rewritten one where it runs), the network's own pass (a
+        tile's: tiling.py), and tiled, resident and at the residual blocks' peak."""
+        widths, precision = self.net.config.widths, "bf16" if self.dtype else "fp32"
+        network = whole_pass_bytes(widths[0], precision)
+        rewritten = isinstance(self.whole_pass, CPUTransformer) and self.whole_pass.rewrites(height, width)
+        whole = whole_pass_bytes(widths[0], precision, rewritten=True) if rewritten else network
+        return whole, network, TILED_RESIDENT * widths[2] / 128, TILED_RESIDUAL_PEAK * widths[2] / 128
 
     def _pixels(self, width: int, height: int) -> int:
         """The pixels a pass computes for an image: with the network's padding (TransformerNet.pads)."""
@@ -129,14 +132,14 @@ class Stylizer:
         """How one image fits: None for a whole pass, or the tile size; `tile` asks for tiles of that size. A
         UserError, in one line, where it cannot fit: on a CPU the OS would kill the process without a word."""
         free = free_memory(self.device)
-        whole, resident, residual = self._per_pixel()
+        whole, network, resident, residual = self._per_pixel(width, height)
         pixels = self._pixels(width, height)
         if free is None:
             return tile
         if tile is None and whole * pixels <= free:
             return None
         tile = tile or DEFAULT_TILE
-        tiled = max(residual * pixels, resident * pixels + whole * (tile + 2 * MARGIN) ** 2)
+        tiled = max(residual * pixels, resident * pixels + network * (tile + 2 * MARGIN) ** 2)
         if tiled <= free:
             return tile
         fits = size_that_fits(width, height, tiled, free)
@@ -146,7 +149,7 @@ class Stylizer:
     def check_frames(self, src: Path, width: int, height: int, frames: int) -> None:
         """Refuse, in one line, a batch of video frames that cannot fit in a whole pass."""
         free = free_memory(self.device)
-        need = self._per_pixel()[0] * self._pixels(width, height) * frames
+        need = self._per_pixel(width, height)[0] * self._pixels(width, height) * frames
         if free is not None and need > free:
             fits = size_that_fits(width, height, need, free)
             raise UserError(f"{src} at {width}x{height}, {frames} frames at a time, needs about {need / 2**30:.1f} "

@@ -6,9 +6,18 @@ import functools
 import platform
 from pathlib import Path
 
-# Peak memory of a whole pass per output pixel for the default widths, with the freed memory kept: the measured
-# peaks rounded up (docs/benchmarks.md, "stylize on the 2-core CPU").
-BYTES_PER_PIXEL = {"fp32": 1400, "bf16": 1100}
+# Peak memory of a whole pass per pixel, with the freed memory kept, at the full network's first width (32) and the
+# thin one's (8): the largest measured peaks rounded up (docs/benchmarks.md, "Memory a pass plans for"). The CPU's
+# rewritten pass (rewrite.py) never builds the decoder's doubled maps; its peak varies from run to run by a third.
+WHOLE_PASS_BYTES = {"network": {"fp32": (1400, 460), "bf16": (1100, 320)},
+                    "rewritten": {"fp32": (900, 230), "bf16": (900, 260)}}
+
+
+def whole_pass_bytes(first_width: int, precision: str = "fp32", rewritten: bool = False) -> float:
+    """Bytes a pixel of a whole pass of a network whose first width is `first_width`: on the line through the full
+    and thin networks' figures; narrower networks than the thin one are planned as the thin one."""
+    full, thin = WHOLE_PASS_BYTES["rewritten" if rewritten else "network"][precision]
+    return thin + (full - thin) * (max(first_width, 8) - 8) / 24
 
 
 @functools.cache

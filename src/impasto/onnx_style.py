@@ -22,7 +22,7 @@ from .errors import UserError
 from .files import refuse_overwrite, write_atomic
 from .formats import STYLE_FORMAT, STYLE_FORMAT_VERSION
 from .lookup import painting_names, parse_mix
-from .memory import BYTES_PER_PIXEL, free_host_memory, size_that_fits
+from .memory import free_host_memory, size_that_fits, whole_pass_bytes
 
 SUFFIX = ".onnx"
 OPSET = 17  # InstanceNormalization and reflect Pad are in every runtime that reads opset 17
@@ -140,7 +140,7 @@ class OnnxStyle:
         if tile is not None:
             raise UserError("an ONNX style runs whole passes only: use the .safetensors style for --tile")
         free = free_host_memory()
-        need = BYTES_PER_PIXEL["fp32"] * self.meta["network"]["widths"][0] / 32 * width * height
+        need = whole_pass_bytes(self.meta["network"]["widths"][0]) * width * height
         if free is not None and need > free:
             fits = size_that_fits(width, height, need, free)
             raise UserError(f"{src} at {width}x{height} needs about {need / 2**30:.1f} GiB in one pass and an ONNX "

@@ -64,10 +64,14 @@ class CPUTransformer(nn.Module):
         self.head_bias = head.bias.detach().repeat_interleave(4) if head.bias is not None else None
         self.head_pad = head.padding[0]
 
+    def rewrites(self, height: int, width: int) -> bool:
+        """Whether a pass at this size is the rewritten one (else the network's own)."""
+        return min(height, width) >= self.net.min_size() and self.net.config.down_kernel == 4
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         net = self.net
         h, w = x.shape[-2:]
-        if min(h, w) < net.min_size() or net.config.down_kernel != 4:
+        if not self.rewrites(h, w):
             return net(x)
         pads = net.pads(h, w)
         x = F.pad(x, pads, mode="reflect")
