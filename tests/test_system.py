@@ -70,6 +70,18 @@ def test_the_plateau_schedule_divides_the_learning_rate_when_the_loss_stalls_and
     assert switched == pytest.approx([1e-3] * 4 + [5e-4] * 2 + [2.5e-4])  # its windows count from the resume
 
 
+def test_a_schedule_taken_up_at_a_resume_keeps_its_dropped_rate_at_the_next_resume(tmp_path):
+    """A constant-rate sitting's checkpoint has no schedule in it; the sitting that takes the plateau schedule up drops
+    the rate, and the next one goes on at the dropped rate (or at a new lr times the same factor) from its first step,
+    not at the base lr for a step."""
+    fit_recording_lr(tmp_path, 3, save="constant.ckpt", schedule=None)
+    fit_recording_lr(tmp_path, 8, ckpt_path=tmp_path / "constant.ckpt", save="dropped.ckpt", schedule=never_good_enough)
+    same = fit_recording_lr(tmp_path, 10, ckpt_path=tmp_path / "dropped.ckpt", schedule=never_good_enough)
+    assert same == pytest.approx([5e-4, 2.5e-4])  # as the switched run of the test above, steps 8 and 9
+    lower = fit_recording_lr(tmp_path, 10, ckpt_path=tmp_path / "dropped.ckpt", lr=1e-4, schedule=never_good_enough)
+    assert lower == pytest.approx([5e-5, 2.5e-5])
+
+
 def test_the_plateau_watch_counts_progress_by_the_threshold_waits_out_its_patience_and_restarts_at_a_new_size():
     watch = PlateauDrop(window=2, threshold=0.1, patience=2, factor=10, floor=0.01)
 

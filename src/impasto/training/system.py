@@ -282,17 +282,21 @@ class StyleTransferSystem(pl.LightningModule):
     # --- helpers ------------------------------------------------------------------------------------------------
     def _take_configured_lr(self) -> None:
         """A resumed run trains at the lr it is given: the checkpoint's optimizer (and schedule) hold the old one,
-        which would otherwise win over optim.lr without a word. Where they agree, nothing changes."""
+        which would otherwise win over optim.lr without a word. The schedule's factor at this step is kept. The held
+        base lr is the group's lr over that factor: a checkpoint of a run that took its schedule up at a resume has no
+        `initial_lr` in its groups. Where they agree, nothing changes."""
+        schedulers = [config.scheduler for config in self.trainer.lr_scheduler_configs]
+        factor = self.lr_schedule(schedulers[0].last_epoch) if self.lr_schedule is not None and schedulers else 1.0
         groups = self._optimizer.param_groups
-        held = groups[0].get("initial_lr", groups[0]["lr"])  # a schedule's base lr, else the constant lr
+        held = groups[0]["lr"] / factor
         if math.isclose(held, self.lr, rel_tol=1e-6):
             return
         for group in groups:
-            group["lr"] *= self.lr / held  # keeps the schedule's factor at this step
+            group["lr"] = self.lr * factor
             if "initial_lr" in group:
                 group["initial_lr"] = self.lr
-        for config in self.trainer.lr_scheduler_configs:
-            config.scheduler.base_lrs = [self.lr] * len(config.scheduler.base_lrs)
+        for scheduler in schedulers:
+            scheduler.base_lrs = [self.lr] * len(scheduler.base_lrs)
         log.info("optim.lr=%g replaces the checkpoint's %g", self.lr, held)
 
     @torch.no_grad()
