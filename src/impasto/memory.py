@@ -8,7 +8,8 @@ from pathlib import Path
 
 # Peak memory of a whole pass per pixel, with the freed memory kept, at the full network's first width (32) and the
 # thin one's (8): the largest measured peaks rounded up (docs/benchmarks.md, "Memory a pass plans for"). The CPU's
-# rewritten pass (rewrite.py) never builds the decoder's doubled maps; its peak varies from run to run by a third.
+# rewritten pass (rewrite.py) never builds the decoder's doubled maps; its peak varies from run to run, hence the
+# wider margin over its measured peaks.
 WHOLE_PASS_BYTES = {"network": {"fp32": (1400, 460), "bf16": (1100, 320)},
                     "rewritten": {"fp32": (900, 230), "bf16": (900, 260)}}
 
