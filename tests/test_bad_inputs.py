@@ -196,6 +196,10 @@ def test_a_plateau_schedule_with_settings_that_cannot_work_is_one_line(tmp_path)
     assert_user_error(run("train.py", "optim.plateau.patience=1.5", *common), "optim.plateau.patience")
     assert_user_error(run("train.py", "optim.plateau.factor=1", *common), "optim.plateau.factor", "more than 1")
     assert_user_error(run("train.py", "optim.plateau.threshold=abc", *common), "optim.plateau.threshold")
+    assert_user_error(run("train.py", "optim.plateau.watch=val", *common), "optim.plateau.watch", "train or heldout")
+    assert_user_error(run("train.py", "optim.plateau.watch=heldout", *common), "data.heldout_dir")
+    assert_user_error(run("train.py", "optim.plateau.watch=heldout", f"data.heldout_dir={tmp_path / 'none'}", *common),
+                      "data.heldout_dir", "does not exist")
     assert not list(tmp_path.glob("*.safetensors"))
 
 

@@ -15,7 +15,7 @@ from impasto.training.data import (
     ImageDataModule,
     UnreadableImages,
     build_train_dataset,
-    load_preview,
+    load_fixed,
 )
 
 
@@ -82,9 +82,9 @@ def test_hf_local_imagefolder_and_saved_dataset(tmp_path):
 
 
 def test_preview_is_a_fixed_square_batch():
-    preview = load_preview(None, 48)
+    preview = load_fixed(None, 48)
     assert preview.shape[1:] == (3, 48, 48) and len(preview) >= 3
-    torch.testing.assert_close(preview, load_preview(None, 48))
+    torch.testing.assert_close(preview, load_fixed(None, 48))
 
 
 def test_hf_streaming_yields_batches(tmp_path):

@@ -5,6 +5,7 @@ import torch
 
 from conftest import run
 from impasto.style import read_meta
+from impasto.training.data import EMBEDDED_PREVIEW
 
 pytestmark = pytest.mark.slow  # trains or runs a script in a subprocess
 
@@ -55,10 +56,14 @@ def test_a_ddp_run_resumes_on_one_process(tmp_path):
     assert read_meta(tmp_path / "one" / "ck" / "starry_night.quickstart.safetensors")["steps"] == 4
 
 
-def test_every_rank_judges_the_plateau_by_the_mean_loss_over_all_ranks(tmp_path):
-    # Each rank's own losses are of half the batch: judged alone, the ranks' lrs could part ways.
-    plateau = ["optim.schedule=plateau", "optim.plateau.window=2", "trainer.max_steps=2"]
+@pytest.mark.parametrize("watch", ["train", "heldout"])
+def test_every_rank_judges_the_plateau_by_the_mean_loss_over_all_ranks(watch, tmp_path):
+    # Each rank's own losses are of half the batch: judged alone, the ranks' lrs could part ways. Held out: every
+    # rank scores the same photos, with the same weights as one process at twice the batch.
+    plateau = ["optim.schedule=plateau", "optim.plateau.window=2", "trainer.max_steps=2",
+               f"optim.plateau.watch={watch}", f"data.heldout_dir={EMBEDDED_PREVIEW}"]
     split = train(tmp_path / "ddp", "data.batch_size=2", *DDP, *plateau)
     whole = train(tmp_path / "one", "data.batch_size=4", "trainer.devices=1", *plateau)
-    split_best, whole_best = (ckpt["lr_schedulers"][0]["lr_lambdas"][0]["best"] for ckpt in (split, whole))
-    assert split_best == pytest.approx(whole_best, rel=1e-4)
+    split_watch, whole_watch = (ckpt["lr_schedulers"][0]["lr_lambdas"][0] for ckpt in (split, whole))
+    assert split_watch["best"] == pytest.approx(whole_watch["best"], rel=1e-4)
+    assert split_watch["watched"] == whole_watch["watched"] == watch

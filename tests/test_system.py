@@ -15,13 +15,13 @@ from impasto.transformer import TransformerConfig, TransformerNet
 from impasto.vgg import LossNetwork
 
 
-def tiny_system(**options) -> StyleTransferSystem:
+def tiny_system(paintings: int = 1, **options) -> StyleTransferSystem:
     torch.manual_seed(0)
     loss = PerceptualLoss(LossNetwork(["relu1_1", "relu2_2"], weights="random"), {"relu2_2": 1.0},
                           {"relu1_1": 1.0}, 1.0, 1.0, 1.0)
-    loss.set_style([torch.rand(1, 3, 32, 32)])
-    return StyleTransferSystem(TransformerNet(TransformerConfig(widths=(4, 8, 8), residual_blocks=1)), loss,
-                               **{"lr": 1e-3, **options})
+    loss.set_styles([([torch.rand(1, 3, 32, 32)], None) for _ in range(paintings)])
+    config = TransformerConfig(widths=(4, 8, 8), residual_blocks=1, styles=paintings)
+    return StyleTransferSystem(TransformerNet(config), loss, **{"lr": 1e-3, **options})
 
 
 def cosine() -> CosineDecay:
@@ -31,6 +31,14 @@ def cosine() -> CosineDecay:
 def fit_recording_lr(tmp_path, max_steps: int, ckpt_path=None, save: str | None = None, lr: float = 1e-3,
                      schedule=cosine) -> list[float]:
     system, seen = tiny_system(lr=lr, lr_schedule=schedule() if schedule else None), []
+    fit(tmp_path, system, max_steps, ckpt_path, save, seen)
+    return seen
+
+
+def fit(tmp_path, system: StyleTransferSystem, max_steps: int, ckpt_path=None, save: str | None = None,
+        seen: list[float] | None = None) -> None:
+    """Train on 12 random 32 px images, batch 2; `seen` collects each step's lr."""
+    seen = [] if seen is None else seen
 
     class Record(pl.Callback):
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
@@ -42,7 +50,6 @@ def fit_recording_lr(tmp_path, max_steps: int, ckpt_path=None, save: str | None 
     trainer.fit(system, DataLoader(torch.rand(12, 3, 32, 32), batch_size=2), ckpt_path=ckpt_path)
     if save:
         trainer.save_checkpoint(tmp_path / save)
-    return seen
 
 
 def test_the_cosine_schedule_decays_the_learning_rate_step_by_step_and_resumes_where_it_stopped(tmp_path):
@@ -82,6 +89,17 @@ def test_a_schedule_taken_up_at_a_resume_keeps_its_dropped_rate_at_the_next_resu
     assert lower == pytest.approx([5e-5, 2.5e-5])
 
 
+def test_a_resumed_run_keeps_its_own_plateau_settings_not_the_checkpoints(tmp_path):
+    fit_recording_lr(tmp_path, 3, save="three.ckpt", schedule=never_good_enough)  # windows of 2; the second half done
+
+    def longer() -> PlateauDrop:
+        return PlateauDrop(window=4, threshold=0.99, patience=1, factor=2, floor=0.25)
+
+    resumed = fit_recording_lr(tmp_path, 10, ckpt_path=tmp_path / "three.ckpt", schedule=longer)
+    # the open window runs to 4 steps (steps 2-5), the next to step 9; windows of 2 would have dropped at step 4
+    assert resumed == pytest.approx([1e-3] * 3 + [5e-4] * 4)
+
+
 def test_the_plateau_watch_counts_progress_by_the_threshold_waits_out_its_patience_and_restarts_at_a_new_size():
     watch = PlateauDrop(window=2, threshold=0.1, patience=2, factor=10, floor=0.01)
 
@@ -98,6 +116,40 @@ def test_the_plateau_watch_counts_progress_by_the_threshold_waits_out_its_patien
     assert watch.scale == pytest.approx(0.1)  # ... at the rate reached
     assert not window(2.5, size=128) and window(2.5, size=128) and watch.scale == pytest.approx(0.01)
     assert not any(window(2.5, size=128) for _ in range(4)) and watch.scale == pytest.approx(0.01)  # the floor
+    watch.watch = "heldout"  # another measure (a resumed run's setting): a fresh watch too
+    assert not window(9.0, size=128) and watch.best == pytest.approx(9.0) and watch.watched == "heldout"
+
+
+def heldout_system(paintings: int, threshold: float) -> StyleTransferSystem:
+    watch = PlateauDrop(window=2, threshold=threshold, patience=1, factor=2, floor=0.25, watch="heldout")
+    return tiny_system(paintings, lr_schedule=watch, heldout=torch.rand(3, 3, 32, 32), trained=list(range(paintings)))
+
+
+def test_the_heldout_watch_judges_each_window_by_the_heldout_photos_loss_in_every_painting(tmp_path):
+    system = heldout_system(2, threshold=0.0)
+    system.transformer.select(1)
+    losses = system.heldout_losses(chunk=2)  # two passes of the three photos
+    assert system.transformer.norms()[0].mix.tolist() == [0.0, 1.0]  # the painting selected before, as it was
+    with torch.no_grad():
+        for painting in (0, 1):
+            system.transformer.select(painting)
+            out = system.transformer(system.heldout)
+            expected = system.loss(out, system.loss.content_targets(system.heldout), style=painting)["total"]
+            torch.testing.assert_close(losses[painting], expected)
+    assert not torch.allclose(losses[0], losses[1])
+    # at lr 0 the network stays as it is: each window's held-out loss is the first's, never below it, so the lr drops
+    # at every window after the first (the training batches' losses differ from window to window)
+    system = heldout_system(2, threshold=0.0)
+    system.lr = 0.0
+    fit(tmp_path, system, 6)
+    watch = system.lr_schedule
+    assert watch.best == pytest.approx(system.heldout_losses().mean().item())
+    assert watch.scale == pytest.approx(0.25) and watch.watched == "heldout"
+
+
+def test_a_heldout_watch_needs_heldout_photos():
+    with pytest.raises(ValueError, match="heldout"):
+        tiny_system(lr_schedule=PlateauDrop(watch="heldout"))
 
 
 @pytest.mark.parametrize("schedule", [None, cosine, never_good_enough])

@@ -216,11 +216,12 @@ def build_train_dataset(cfg) -> tuple[Dataset, str]:
     raise UserError(f"unknown data.source {source!r}: use auto, embedded, coco, folder or hf")
 
 
-def load_preview(folder: str | None, size: int) -> torch.Tensor:
-    """Fixed content images (never trained on) for TensorBoard: shorter side `size`, centre-cropped square."""
+def load_fixed(folder: str | None, size: int, setting: str = "data.preview_dir") -> torch.Tensor:
+    """Fixed photos, never trained on (the preview's, or the held-out ones the plateau schedule may watch): shorter
+    side `size`, centre-cropped square; `setting` names the folder's in errors (None: the embedded preview)."""
     root = Path(folder).expanduser() if folder else EMBEDDED_PREVIEW
     images = []
-    for path in _folder_images(root, "preview folder", "set data.preview_dir to a folder of photos"):
+    for path in _folder_images(root, setting, f"set {setting} to a folder of photos"):
         image = load_image(path)
         scale = size / min(image.size)
         image = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))),

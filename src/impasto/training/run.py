@@ -31,7 +31,7 @@ from ..style import (
 )
 from ..transformer import TransformerConfig, TransformerNet
 from .callbacks import DivergenceGuard, LossProgressBar, ResumableCheckpoints, SittingTimer
-from .data import ImageDataModule, build_train_dataset, load_preview
+from .data import ImageDataModule, build_train_dataset, load_fixed
 from .system import CosineDecay, PlateauDrop, StyleTransferSystem
 
 log = logging.getLogger(__name__)
@@ -172,8 +172,14 @@ def lr_schedule(cfg: DictConfig) -> CosineDecay | PlateauDrop | None:
             raise UserError(f"optim.plateau.threshold is a fraction of the loss from 0 to 1, got {plateau.threshold}")
         if not plateau.factor > 1:
             raise UserError(f"optim.plateau.factor divides the lr: more than 1, got {plateau.factor}")
+        watch = plateau.get("watch", "train")
+        if watch not in ("train", "heldout"):
+            raise UserError(f"optim.plateau.watch is train or heldout, got {watch!r}")
+        if watch == "heldout" and not cfg.data.get("heldout_dir"):
+            raise UserError("optim.plateau.watch=heldout judges each window by held-out photos: set data.heldout_dir "
+                            "to a folder of photos the run does not train on")
         return PlateauDrop(plateau.window, plateau.threshold, plateau.patience, plateau.factor,
-                           cfg.optim.final_lr_fraction)
+                           cfg.optim.final_lr_fraction, watch)
     if not cfg.trainer.max_steps or cfg.trainer.max_steps < 1:
         raise UserError("optim.schedule=cosine decays over trainer.max_steps: set it (a time limit alone gives the "
                         "schedule no end)")
@@ -256,7 +262,9 @@ def build(cfg: DictConfig) -> Run:
     if cfg.compile:  # in place (nn.Module.compile): state-dict keys, Lightning checkpoints and the export unchanged
         transformer.compile()
         loss.network.compile()
-    preview = load_preview(cfg.data.preview_dir, cfg.data.size) if cfg.log.preview_every_n_steps else None
+    preview = load_fixed(cfg.data.preview_dir, cfg.data.size) if cfg.log.preview_every_n_steps else None
+    watched = isinstance(schedule, PlateauDrop) and schedule.watch == "heldout"
+    heldout = load_fixed(cfg.data.heldout_dir, cfg.data.size, "data.heldout_dir") if watched else None
     prior = prior_meta(network_names, [OmegaConf.to_container(c, resolve=True) for c in style_cfgs],
                                   source_meta or None)
     system = StyleTransferSystem(transformer, loss, lr=cfg.optim.lr, lr_schedule=schedule, preview=preview,
@@ -268,7 +276,7 @@ def build(cfg: DictConfig) -> Run:
                                  trained=[network_names.index(n) for n in names], norms_only=cfg.finetune == "norms",
                                  prior=prior, teacher=teacher[0] if teacher else None,
                                  teacher_paintings=[taught.index(n) for n in network_names] if teacher else None,
-                                 teacher_weight=cfg.teacher_weight)
+                                 teacher_weight=cfg.teacher_weight, heldout=heldout)
 
     output_dir = Path(cfg.paths.output_dir)
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)

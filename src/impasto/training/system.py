@@ -22,8 +22,13 @@ class CosineDecay:
     """The learning rate's factor at a step: from 1 down to `final` along a half cosine over `steps`, then `final`.
     A plain object (not a lambda), so that a resumed run's scheduler restores it from the checkpoint."""
 
+    SETTINGS = ("steps", "final")  # the run's configuration: a resumed run's, not the checkpoint's (see `settings`)
+
     def __init__(self, steps: int, final: float = 0.0):
         self.steps, self.final = steps, final
+
+    def settings(self) -> dict:
+        return {name: getattr(self, name) for name in self.SETTINGS}
 
     def __call__(self, step: int) -> float:
         progress = min(step, self.steps) / self.steps
@@ -31,18 +36,27 @@ class CosineDecay:
 
 
 class PlateauDrop:
-    """The learning rate's factor, divided by `factor` each time the training loss stops falling: when the mean loss
-    over a window of `window` steps has not come `threshold` (a fraction) below the best window's for `patience`
-    windows in a row; never below `floor`. A new crop size starts the watch afresh (the loss's level depends on it).
-    A plain object like CosineDecay, so that the scheduler's checkpoint holds its state; the system feeds it."""
+    """The learning rate's factor, divided by `factor` each time the loss stops falling: when a window of `window`
+    steps has not come `threshold` (a fraction) below the best window for `patience` windows in a row; never below
+    `floor`. `watch`: what a window is judged by, `train` (its steps' mean training loss) or `heldout` (the loss of
+    fixed held-out photos at its end, which the system measures). A new crop size or watch starts afresh (the loss's
+    level depends on both). A plain object like CosineDecay, so that the scheduler's checkpoint holds its state; the
+    system feeds it."""
+
+    SETTINGS = ("window", "threshold", "patience", "factor", "floor", "watch")
 
     def __init__(self, window: int = 500, threshold: float = 0.01, patience: int = 2, factor: float = 10.0,
-                 floor: float = 0.01):
+                 floor: float = 0.01, watch: str = "train"):
         self.window, self.threshold, self.patience, self.factor, self.floor = window, threshold, patience, factor, floor
+        self.watch = watch
         self.scale = 1.0
         self.size: int | None = None  # the crop size the windows are measured at
+        self.watched = "train"  # what `best` measures: checkpoints from before `watch` existed hold training losses
         self.best, self.bad = math.inf, 0
         self._open_window()
+
+    def settings(self) -> dict:
+        return {name: getattr(self, name) for name in self.SETTINGS}
 
     def _open_window(self) -> None:
         # its steps, and its finite losses' sum and count (device tensors once fed: no host sync)
@@ -52,21 +66,21 @@ class PlateauDrop:
         return self.scale
 
     def add(self, loss: torch.Tensor, size: int) -> bool:
-        """One step's loss, at crop `size`; True when it closes a window (then `close` takes the window's mean)."""
-        if size != self.size:
-            self.size, self.best, self.bad = size, math.inf, 0
+        """One step's loss, at crop `size`; True when it closes a window (then `close` takes the window's measure)."""
+        if size != self.size or self.watch != self.watched:
+            self.size, self.watched, self.best, self.bad = size, self.watch, math.inf, 0
             self._open_window()
         finite = torch.isfinite(loss)
         self.total = self.total + torch.where(finite, loss.detach().float(), 0.0)
         self.finite = self.finite + finite.long()
         self.steps += 1
-        return self.steps == self.window
+        return self.steps >= self.window  # >=: a resumed run may have shortened the window
 
-    def close(self, mean: float) -> bool:
-        """Judge the closed window by its mean loss (over every rank); True when the factor dropped."""
+    def close(self, measure: float) -> bool:
+        """Judge the closed window by its measure (over every rank); True when the factor dropped."""
         self._open_window()
-        if mean < self.best * (1 - self.threshold):
-            self.best, self.bad = mean, 0
+        if measure < self.best * (1 - self.threshold):
+            self.best, self.bad = measure, 0
             return False
         self.bad += 1
         if self.bad < self.patience or self.scale <= self.floor * (1 + 1e-9):
@@ -86,7 +100,8 @@ class StyleTransferSystem(pl.LightningModule):
     (style.prior_meta), kept in its checkpoints with the seconds trained. `teacher`: a trained network whose
     stylization of the batch the transformer also learns (distillation: pixel MSE, times `teacher_weight`); with the
     loss's weights all 0 it is the whole objective, and a step runs no VGG. `teacher_paintings`: the teacher's index
-    of each of the transformer's paintings."""
+    of each of the transformer's paintings. `heldout`: fixed photos never trained on, scored in every trained painting
+    at the end of each of the plateau schedule's windows when it watches them (its `watch`)."""
 
     def __init__(self, transformer: TransformerNet, loss: PerceptualLoss, *, lr: float,
                  lr_schedule: CosineDecay | PlateauDrop | None = None, preview: torch.Tensor | None = None,
@@ -94,7 +109,8 @@ class StyleTransferSystem(pl.LightningModule):
                  stability_weight: float = 0.0, stability_noise: float = 0.02, seed: int = 0,
                  recipe: dict | None = None, trained: list[int] | None = None, norms_only: bool = False,
                  prior: dict | None = None, teacher: TransformerNet | None = None,
-                 teacher_paintings: list[int] | None = None, teacher_weight: float = 1.0):
+                 teacher_paintings: list[int] | None = None, teacher_weight: float = 1.0,
+                 heldout: torch.Tensor | None = None):
         super().__init__()
         self.transformer = transformer
         self.loss = loss
@@ -107,9 +123,14 @@ class StyleTransferSystem(pl.LightningModule):
         self.stability_noise = stability_noise
         self.preview_every_n_steps = preview_every_n_steps
         self.register_buffer("preview", preview, persistent=False)
+        if isinstance(lr_schedule, PlateauDrop) and lr_schedule.watch == "heldout" and heldout is None:
+            raise ValueError("a plateau schedule that watches held-out photos needs `heldout`")
+        self.register_buffer("heldout", heldout, persistent=False)
+        # the schedule's settings as configured: restoring a checkpoint overwrites the object's, see on_train_start
+        self._schedule_settings = lr_schedule.settings() if lr_schedule is not None else {}
         self.recipe = recipe
         self.save_hyperparameters(ignore=["transformer", "loss", "lr_schedule", "preview", "prior", "teacher",
-                                          "teacher_paintings"])
+                                          "teacher_paintings", "heldout"])
         self.seed = seed
         self.trained = list(trained or [0])
         self.norms_only = norms_only
@@ -123,6 +144,7 @@ class StyleTransferSystem(pl.LightningModule):
         self._sitting_clock, self._cpu_clock = time.perf_counter(), time.process_time()
         self._clock: tuple[float, int] | None = None
         self.last_loss: torch.Tensor | None = None
+        self._size = 0  # the step's crop size
         self._layout = torch.contiguous_format
         self._optimizer: torch.optim.Optimizer | None = None
         self._noise: torch.Generator | None = None
@@ -150,6 +172,8 @@ class StyleTransferSystem(pl.LightningModule):
         return {"optimizer": self._optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_train_start(self) -> None:
+        if self.lr_schedule is not None:  # a resumed run goes on with its own settings (window, steps, ...)
+            vars(self.lr_schedule).update(self._schedule_settings)
         self._take_configured_lr()
         self._clock = (time.perf_counter(), self.global_step)
         self._sitting_clock, self._cpu_clock = self._clock[0], time.process_time()
@@ -177,25 +201,52 @@ class StyleTransferSystem(pl.LightningModule):
                                                                         self.stability_noise)
             terms["total"] = terms["total"] + terms["stability"]
         self.log_dict({f"loss/{name}": value for name, value in terms.items()}, prog_bar=False)
-        if isinstance(self.lr_schedule, PlateauDrop):
-            self._watch_plateau(terms["total"], batch.shape[-1])
         self.last_loss = terms["total"].detach()  # for LossProgressBar, not self.log(prog_bar=True): see there
+        self._size = batch.shape[-1]
         return terms["total"]
 
+    def on_after_backward(self) -> None:
+        # The plateau watch is fed here, before any callback can checkpoint it (a resumed run's windows are the same),
+        # and after the backward pass, which needs the norms' mix as the step left it (held-out passes change it).
+        if isinstance(self.lr_schedule, PlateauDrop):
+            self._watch_plateau(self.last_loss, self._size)
+
     def _watch_plateau(self, loss: torch.Tensor, size: int) -> None:
-        """Feed the plateau schedule; at a window's end, its mean over every rank (so that all drop together).
-        Here in the step, before any callback can checkpoint it, so that a resumed run's windows are the same."""
+        """Feed the plateau schedule; at a window's end, its measure over every rank (so that all drop together)."""
         watch = self.lr_schedule
         if not watch.add(loss, size):
             return
         reduce = self.trainer.strategy.reduce
         mean = (reduce(watch.total, reduce_op="sum") / reduce(watch.finite, reduce_op="sum")).item()
+        metrics = {"loss/window": mean}
+        if watch.watch == "heldout":  # every rank scores the same photos; the mean makes their decisions one
+            losses = reduce(self.heldout_losses(), reduce_op="mean")
+            names = self.recipe["trained"] if self.recipe else [str(i) for i in self.trained]
+            metrics.update({f"heldout/{name}": value.item() for name, value in zip(names, losses)})
+            mean = metrics["heldout/mean"] = losses.mean().item()
         if self.logger is not None and self.trainer.is_global_zero:  # every window, whatever log_every_n_steps
-            self.logger.log_metrics({"loss/window": mean}, step=self.global_step)
+            self.logger.log_metrics(metrics, step=self.global_step)
         if watch.close(mean):
-            log.info("the mean loss over %d steps has not come %g %% below its best %d times in a row: lr %g from "
-                     "step %d on", watch.window, 100 * watch.threshold, watch.patience, self.lr * watch.scale,
-                     self.global_step + 1)
+            log.info("the %s loss over %d steps has not come %g %% below its best %d times in a row: lr %g from "
+                     "step %d on", watch.watch, watch.window, 100 * watch.threshold, watch.patience,
+                     self.lr * watch.scale, self.global_step + 1)
+
+    @torch.no_grad()
+    def heldout_losses(self, chunk: int = 8) -> torch.Tensor:
+        """The mean total loss of the held-out photos in each trained painting, in fp32 (`chunk` photos a pass)."""
+        mix = self.transformer.norms()[0].mix.clone() if self.transformer.config.styles > 1 else None
+        sums = torch.zeros(len(self.trained), device=self.heldout.device)
+        with torch.autocast(self.device.type, enabled=False):
+            for photos in self.heldout.split(chunk):
+                photos = photos.contiguous(memory_format=self._layout)
+                targets = self.loss.content_targets(photos)
+                for rank, painting in enumerate(self.trained):
+                    if mix is not None:
+                        self.transformer.select(painting)
+                    sums[rank] += self.loss(self.transformer(photos), targets, style=rank)["total"] * len(photos)
+        if mix is not None:  # the painting the step trains, as it was
+            self.transformer.select(mix)
+        return sums / len(self.heldout)
 
     @torch.no_grad()
     def teacher_target(self, batch: torch.Tensor, painting: int) -> torch.Tensor:
