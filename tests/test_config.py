@@ -73,3 +73,16 @@ def test_blend_weights_are_validated(tmp_path):
         load_style_images(cfg.style)
     cfg.style.blend = [1.0, 3.0]
     assert load_style_images(cfg.style)[1] == [0.25, 0.75]
+
+
+@pytest.mark.parametrize("size", [None, 48])
+def test_the_heldout_watch_scores_its_photos_at_the_heldout_size_else_at_the_crop_size(size, tmp_path):
+    from impasto.training.data import EMBEDDED_PREVIEW
+    from impasto.training.run import build
+
+    extra = [f"data.heldout_size={size}"] if size else []
+    cfg = compose_train("experiment=quickstart", "data.size=32", "optim.schedule=plateau",
+                        "optim.plateau.watch=heldout", f"data.heldout_dir={EMBEDDED_PREVIEW}",
+                        f"paths.output_dir={tmp_path}", f"paths.checkpoint_dir={tmp_path}", *extra)
+    heldout = build(cfg).system.heldout
+    assert heldout.shape == (len(list(EMBEDDED_PREVIEW.glob("*.jpg"))), 3, size or 32, size or 32)

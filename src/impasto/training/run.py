@@ -208,6 +208,8 @@ def build(cfg: DictConfig) -> Run:
     if not cfg.optim.lr > 0 or cfg.optim.lr == float("inf"):  # 0 would export the starting network as if trained
         raise UserError(f"optim.lr must be a positive number, got {cfg.optim.lr}")
     check_counts(cfg, ("data.batch_size", "data.size"))
+    if cfg.data.get("heldout_size") is not None:
+        check_counts(cfg, ("data.heldout_size",))
     if cfg.data.size < TransformerNet.MIN_SIZE:
         raise UserError(f"data.size must be {TransformerNet.MIN_SIZE} pixels or more, got {cfg.data.size}")
     if cfg.stability.weight < 0:
@@ -264,7 +266,8 @@ def build(cfg: DictConfig) -> Run:
         loss.network.compile()
     preview = load_fixed(cfg.data.preview_dir, cfg.data.size) if cfg.log.preview_every_n_steps else None
     watched = isinstance(schedule, PlateauDrop) and schedule.watch == "heldout"
-    heldout = load_fixed(cfg.data.heldout_dir, cfg.data.size, "data.heldout_dir") if watched else None
+    heldout_size = cfg.data.get("heldout_size") or cfg.data.size
+    heldout = load_fixed(cfg.data.heldout_dir, heldout_size, "data.heldout_dir") if watched else None
     prior = prior_meta(network_names, [OmegaConf.to_container(c, resolve=True) for c in style_cfgs],
                                   source_meta or None)
     system = StyleTransferSystem(transformer, loss, lr=cfg.optim.lr, lr_schedule=schedule, preview=preview,
