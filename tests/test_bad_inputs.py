@@ -201,6 +201,9 @@ def test_a_plateau_schedule_with_settings_that_cannot_work_is_one_line(tmp_path)
     assert_user_error(run("train.py", "optim.plateau.watch=heldout", f"data.heldout_dir={tmp_path / 'none'}", *common),
                       "data.heldout_dir", "does not exist")
     assert_user_error(run("train.py", "data.heldout_size=0", *common), "data.heldout_size", "positive whole number")
+    teacher_alone = ["loss.content_weight=0", "loss.style_weight=0", "loss.tv_weight=0", "teacher=starry_night"]
+    assert_user_error(run("train.py", "optim.plateau.watch=heldout", f"data.heldout_dir={tmp_path}", *teacher_alone,
+                          *common), "optim.plateau.watch=heldout", "all 0")
     assert not list(tmp_path.glob("*.safetensors"))
 
 

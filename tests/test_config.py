@@ -5,6 +5,8 @@ from hydra import compose, initialize_config_dir
 
 from impasto.config import CONF_DIR, available_styles, load_style_images, rewrite_style_override
 from impasto.errors import UserError
+from impasto.training.data import EMBEDDED_PREVIEW
+from impasto.training.run import build
 
 
 def compose_train(*overrides: str):
@@ -77,9 +79,6 @@ def test_blend_weights_are_validated(tmp_path):
 
 @pytest.mark.parametrize("size", [None, 48])
 def test_the_heldout_watch_scores_its_photos_at_the_heldout_size_else_at_the_crop_size(size, tmp_path):
-    from impasto.training.data import EMBEDDED_PREVIEW
-    from impasto.training.run import build
-
     extra = [f"data.heldout_size={size}"] if size else []
     cfg = compose_train("experiment=quickstart", "data.size=32", "optim.schedule=plateau",
                         "optim.plateau.watch=heldout", f"data.heldout_dir={EMBEDDED_PREVIEW}",

@@ -260,12 +260,15 @@ def build(cfg: DictConfig) -> Run:
     if not loss.weighted() and not teacher:  # a step would have no objective, and no gradient to step on
         raise UserError("loss.content_weight, loss.style_weight and loss.tv_weight are all 0: nothing to learn; set "
                         "one, or learn from a trained style with teacher=STYLE")
+    watched = isinstance(schedule, PlateauDrop) and schedule.watch == "heldout"
+    if watched and not loss.weighted():
+        raise UserError("optim.plateau.watch=heldout scores the held-out photos by the loss, whose weights are all 0 "
+                        "here: watch train")
     loss.set_styles(paintings)
     if cfg.compile:  # in place (nn.Module.compile): state-dict keys, Lightning checkpoints and the export unchanged
         transformer.compile()
         loss.network.compile()
     preview = load_fixed(cfg.data.preview_dir, cfg.data.size) if cfg.log.preview_every_n_steps else None
-    watched = isinstance(schedule, PlateauDrop) and schedule.watch == "heldout"
     heldout_size = cfg.data.get("heldout_size") or cfg.data.size
     heldout = load_fixed(cfg.data.heldout_dir, heldout_size, "data.heldout_dir") if watched else None
     prior = prior_meta(network_names, [OmegaConf.to_container(c, resolve=True) for c in style_cfgs],
