@@ -22,13 +22,10 @@ class CosineDecay:
     """The learning rate's factor at a step: from 1 down to `final` along a half cosine over `steps`, then `final`.
     A plain object (not a lambda), so that a resumed run's scheduler restores it from the checkpoint."""
 
-    SETTINGS = ("steps", "final")  # the run's configuration: a resumed run's, not the checkpoint's (see `settings`)
+    SETTINGS = ("steps", "final")  # the run's configuration: a resumed run's, not the checkpoint's (on_train_start)
 
     def __init__(self, steps: int, final: float = 0.0):
         self.steps, self.final = steps, final
-
-    def settings(self) -> dict:
-        return {name: getattr(self, name) for name in self.SETTINGS}
 
     def __call__(self, step: int) -> float:
         progress = min(step, self.steps) / self.steps
@@ -54,9 +51,6 @@ class PlateauDrop:
         self.watched = "train"  # what `best` measures: checkpoints from before `watch` existed hold training losses
         self.best, self.bad = math.inf, 0
         self._open_window()
-
-    def settings(self) -> dict:
-        return {name: getattr(self, name) for name in self.SETTINGS}
 
     def _open_window(self) -> None:
         # its steps, and its finite losses' sum and count (device tensors once fed: no host sync)
@@ -127,7 +121,7 @@ class StyleTransferSystem(pl.LightningModule):
             raise ValueError("a plateau schedule that watches held-out photos needs `heldout`")
         self.register_buffer("heldout", heldout, persistent=False)
         # the schedule's settings as configured: restoring a checkpoint overwrites the object's, see on_train_start
-        self._schedule_settings = lr_schedule.settings() if lr_schedule is not None else {}
+        self._schedule_settings = {name: getattr(lr_schedule, name) for name in getattr(lr_schedule, "SETTINGS", ())}
         self.recipe = recipe
         self.save_hyperparameters(ignore=["transformer", "loss", "lr_schedule", "preview", "prior", "teacher",
                                           "teacher_paintings", "heldout"])
