@@ -226,6 +226,8 @@ def test_training_numbers_that_cannot_train_and_checkpoints_that_cannot_resume_a
                              ("data.batch_size=true", "data.batch_size must be a positive whole number, got True"),
                              ("data.size=8", "data.size must be 16 pixels or more"),
                              ("optim.lr=abc", "optim.lr must be a number, got 'abc'"),
+                             ("average=1", "average is 0 (export the last weights) or a decay below 1"),
+                             ("average=high", "average must be a number, got 'high'"),
                              ("data.bogus=1", "Could not override 'data.bogus'; To append"),
                              ("model=nope", "Available options in 'model': full, thin"),
                              ("trainer.max_steps=[1", "no viable alternative")):

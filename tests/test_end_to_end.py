@@ -17,7 +17,7 @@ TINY = ["experiment=quickstart", "data.size=64", "data.batch_size=2", "data.num_
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("train")
-    result = run("train.py", *TINY, "stability.weight=0.5", f"paths.checkpoint_dir={tmp / 'ck'}",
+    result = run("train.py", *TINY, "stability.weight=0.5", "average=0.5", f"paths.checkpoint_dir={tmp / 'ck'}",
                  f"hydra.run.dir={tmp / 'run'}")
     assert result.returncode == 0, result.stderr[-3000:]
     return tmp, result
@@ -54,6 +54,19 @@ def test_lightning_checkpoint_is_resumable_and_has_no_vgg(trained):
     assert meta["steps"] == 6
     # named the same on every machine: the shipped painting by its asset name, the data by its name
     assert meta["style_image"] == "asset:styles/starry_night.jpg" and meta["data"] == "embedded photos (19 images)"
+
+
+def test_the_export_holds_the_average_of_the_weights_and_the_checkpoint_the_last(trained):
+    from impasto.style import load_style, read_meta
+
+    tmp, _ = trained
+    export = tmp / "ck" / "starry_night.quickstart.safetensors"
+    state = torch.load(tmp / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    exported = load_style(export)[0].state_dict()
+    for name, value in state["impasto_average"]["weights"].items():
+        assert torch.equal(exported[name], value), name
+        assert not torch.equal(exported[name], state["state_dict"][f"transformer.{name}"]), name
+    assert read_meta(export)["average"] == {"decay": 0.5, "steps": 4}
 
 
 def test_export_script_reproduces_the_trainings_export(trained, tmp_path):

@@ -1,6 +1,7 @@
-"""Nothing lost in training: a killed run resumes to the very weights of an uninterrupted one; SIGTERM and Ctrl+C
-stop with a checkpoint and a partial export; a diverged run exports nothing; bad photos are counted, not fatal.
-train.py runs as a user runs it, in a subprocess, on tiny settings."""
+"""Nothing lost in training: a killed run resumes to the very weights of an uninterrupted one (the exports hold the
+average of every step's weights, so each step's must match); SIGTERM and Ctrl+C stop with a checkpoint and a partial
+export; a diverged run exports nothing; bad photos are counted, not fatal. train.py runs as a user runs it, in a
+subprocess, on tiny settings."""
 
 import os
 import random
@@ -24,7 +25,7 @@ STEPS = 30
 TINY = ["experiment=quickstart", "data.size=64", "data.batch_size=2", "style.size=96", "model.widths=[8,16,16]",
         "model.residual_blocks=1", "trainer.log_every_n_steps=1", "trainer.checkpoint_every_n_steps=4",
         "log.preview_every_n_steps=0", "trainer.enable_progress_bar=false", "stability.weight=0.5",
-        f"trainer.max_steps={STEPS}"]
+        f"trainer.max_steps={STEPS}", "average=0.9"]
 EXPORT = "starry_night.quickstart.safetensors"
 
 
@@ -48,6 +49,7 @@ def uninterrupted(tmp_path_factory):
     root = tmp_path_factory.mktemp("whole")
     result = run("train.py", *TINY, "data.num_workers=2", *paths(root))
     assert result.returncode == 0, result.stderr[-3000:]
+    assert read_meta(root / "ck" / EXPORT)["average"] == {"decay": 0.9, "steps": STEPS}
     return root / "ck" / EXPORT
 
 

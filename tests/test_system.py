@@ -236,3 +236,44 @@ def test_checkpoints_come_by_the_clock_as_well_as_by_steps(tmp_path, monkeypatch
         saver.on_train_batch_end(trainer, None, None, None, step - 1)
     assert written == [3, 6, 9] and (tmp_path / "last.ckpt").read_text() == "9"
     assert not list(tmp_path.glob(".last.ckpt*"))
+
+
+def debiased_average(steps: list[dict[str, torch.Tensor]], decay: float) -> dict[str, torch.Tensor]:
+    """Each step's weights by decay ** (steps after it), over the sum of those factors: the plain mean at decay 1."""
+    factors = [decay ** (len(steps) - 1 - i) for i in range(len(steps))]
+    return {k: sum(f * s[k] for f, s in zip(factors, steps)) / sum(factors) for k in steps[0]}
+
+
+def test_the_average_weighs_each_steps_weights_by_the_decay_resumes_from_its_checkpoint_and_is_what_is_taken(
+        tmp_path):
+    class Weights(pl.Callback):  # after each optimizer step, as the average sees them
+        def __init__(self):
+            self.steps = []
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            self.steps.append({k: v.detach().clone() for k, v in module.transformer.named_parameters()})
+
+    def fit_average(max_steps: int, ckpt_path=None, save=None) -> tuple[StyleTransferSystem, list]:
+        system, weights = tiny_system(average=0.5), Weights()
+        trainer = pl.Trainer(accelerator="cpu", max_steps=max_steps, logger=False, enable_checkpointing=False,
+                             enable_model_summary=False, enable_progress_bar=False, callbacks=[weights],
+                             default_root_dir=tmp_path)
+        trainer.fit(system, DataLoader(torch.rand(12, 3, 32, 32), batch_size=2), ckpt_path=ckpt_path)
+        if save:
+            trainer.save_checkpoint(tmp_path / save)
+        return system, weights.steps
+
+    _, seen = fit_average(2, save="two.ckpt")
+    resumed, later = fit_average(5, ckpt_path=tmp_path / "two.ckpt")
+    assert resumed.averaged_steps == 5 and len(later) == 3
+    expected = debiased_average(seen + later, 0.5)
+    for name, value in resumed._average.items():
+        torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-7)
+    last = {k: v.detach().clone() for k, v in resumed.transformer.named_parameters()}
+    assert not torch.allclose(last["stem.0.weight"], expected["stem.0.weight"])  # the test can tell them apart
+    assert resumed.take_average()
+    for name, p in resumed.transformer.named_parameters():
+        torch.testing.assert_close(p.detach(), expected[name], rtol=1e-5, atol=1e-7)
+    assert not tiny_system().take_average()  # no average kept: the last weights stay
+    with pytest.raises(ValueError, match="decay"):
+        tiny_system(average=1.0)

@@ -327,6 +327,9 @@ def export_lightning_checkpoint(ckpt: str | Path, target: str | Path, overwrite:
                                                                   "styles": len(prior["paintings"])}))
         transformer.load_state_dict({k.removeprefix("transformer."): v for k, v in weights.items()
                                      if k.startswith("transformer.")})
+        average = state.get("impasto_average")
+        if average:  # the run's average of its trained weights: what train.py exports (average=DECAY)
+            transformer.load_state_dict(average["weights"], strict=False)
     except Exception as e:  # anything unreadable or foreign here is the user's file to fix
         raise UserError(f"{ckpt} is not a train.py checkpoint ({type(e).__name__}): pass "
                         "outputs/<style>/<run>/checkpoints/last.ckpt") from None
@@ -334,4 +337,6 @@ def export_lightning_checkpoint(ckpt: str | Path, target: str | Path, overwrite:
     images = images_per_painting(steps, run["data"]["batch_size"], len(run["trained"]))
     meta = style_meta(run, steps, prior, images, state.get("impasto_seconds", 0.0),
                       state.get("impasto_device", "cpu"), state.get("impasto_cpu_seconds", 0.0))
+    if average:
+        meta["average"] = {"decay": hparams["average"], "steps": average["steps"]}
     return save_style(target, transformer, meta)

@@ -118,6 +118,8 @@ def train(cfg: DictConfig) -> Path | None:
                                             len(system.trained))
     meta = style_meta(system.recipe, trainer.global_step, system.prior, images, system.seconds,
                                  trainer.strategy.root_device.type, system.cpu_seconds)
+    if system.take_average():  # the export holds the average; the checkpoint, written already, the last weights
+        meta["average"] = {"decay": system.average, "steps": system.averaged_steps}
     if checkpoints.stopped_by is not None and cfg.ckpt_path == "last":  # a sitting ends: its snapshot, as at time
         path = save_style(target, system.transformer, meta, cfg.export.half)
         raise Interrupted(checkpoints.stopped_by,
@@ -204,7 +206,7 @@ def check_counts(cfg: DictConfig, keys: tuple[str, ...]) -> None:
 
 def build(cfg: DictConfig) -> Run:
     """The data, the loss, the system and the trainer from the composed config."""
-    check_numbers(cfg, ("optim.lr", "optim.final_lr_fraction", "stability.weight", "stability.noise"))
+    check_numbers(cfg, ("optim.lr", "optim.final_lr_fraction", "stability.weight", "stability.noise", "average"))
     if not cfg.optim.lr > 0 or cfg.optim.lr == float("inf"):  # 0 would export the starting network as if trained
         raise UserError(f"optim.lr must be a positive number, got {cfg.optim.lr}")
     check_counts(cfg, ("data.batch_size", "data.size"))
@@ -212,6 +214,8 @@ def build(cfg: DictConfig) -> Run:
         check_counts(cfg, ("data.heldout_size",))
     if cfg.data.size < TransformerNet.MIN_SIZE:
         raise UserError(f"data.size must be {TransformerNet.MIN_SIZE} pixels or more, got {cfg.data.size}")
+    if not 0 <= cfg.average < 1:
+        raise UserError(f"average is 0 (export the last weights) or a decay below 1 (e.g. 0.998), got {cfg.average}")
     if cfg.stability.weight < 0:
         raise UserError(f"stability.weight must be 0 (off) or more, got {cfg.stability.weight}")
     if cfg.stability.noise <= 0:
@@ -282,7 +286,7 @@ def build(cfg: DictConfig) -> Run:
                                  trained=[network_names.index(n) for n in names], norms_only=cfg.finetune == "norms",
                                  prior=prior, teacher=teacher[0] if teacher else None,
                                  teacher_paintings=[taught.index(n) for n in network_names] if teacher else None,
-                                 teacher_weight=cfg.teacher_weight, heldout=heldout)
+                                 teacher_weight=cfg.teacher_weight, heldout=heldout, average=cfg.average)
 
     output_dir = Path(cfg.paths.output_dir)
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)

@@ -95,7 +95,10 @@ class StyleTransferSystem(pl.LightningModule):
     stylization of the batch the transformer also learns (distillation: pixel MSE, times `teacher_weight`); with the
     loss's weights all 0 it is the whole objective, and a step runs no VGG. `teacher_paintings`: the teacher's index
     of each of the transformer's paintings. `heldout`: fixed photos never trained on, scored in every trained painting
-    at the end of each of the plateau schedule's windows when it watches them (its `watch`)."""
+    at the end of each of the plateau schedule's windows when it watches them (its `watch`). `average`: a decay in
+    [0, 1); above 0 the system keeps an average of the trained weights over its steps (about their plain mean at first,
+    then each step weighing 1 - average; the weights before the first step do not count), checkpointed, and
+    take_average() puts it in the transformer for the export."""
 
     def __init__(self, transformer: TransformerNet, loss: PerceptualLoss, *, lr: float,
                  lr_schedule: CosineDecay | PlateauDrop | None = None, preview: torch.Tensor | None = None,
@@ -104,8 +107,10 @@ class StyleTransferSystem(pl.LightningModule):
                  recipe: dict | None = None, trained: list[int] | None = None, norms_only: bool = False,
                  prior: dict | None = None, teacher: TransformerNet | None = None,
                  teacher_paintings: list[int] | None = None, teacher_weight: float = 1.0,
-                 heldout: torch.Tensor | None = None):
+                 heldout: torch.Tensor | None = None, average: float = 0.0):
         super().__init__()
+        if not 0.0 <= average < 1.0:
+            raise ValueError(f"average is a decay in [0, 1), got {average}")
         self.transformer = transformer
         self.loss = loss
         self.teacher = teacher.requires_grad_(False).eval() if teacher is not None else None
@@ -144,6 +149,10 @@ class StyleTransferSystem(pl.LightningModule):
         self._noise: torch.Generator | None = None
         # steps skipped for a non-finite gradient: in a row, and in all (device tensors: no host sync to count)
         self.register_buffer("skipped", torch.zeros(2, dtype=torch.long))
+        self.average = average
+        self.averaged_steps = 0
+        self._average: dict[str, torch.Tensor] = {}
+        self._loaded_average: dict | None = None  # a checkpoint's, taken up at on_train_start
 
     def forward(self, content: torch.Tensor) -> torch.Tensor:
         return self.transformer(content)
@@ -173,6 +182,7 @@ class StyleTransferSystem(pl.LightningModule):
         self._sitting_clock, self._cpu_clock = self._clock[0], time.process_time()
         if self.global_step == 0:  # the untrained network: the baseline for every later grid (not on resume)
             self._log_preview()
+        self._start_average()
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         batch = batch.contiguous(memory_format=self._layout)
@@ -280,6 +290,11 @@ class StyleTransferSystem(pl.LightningModule):
             self._noise = torch.Generator(device=device)
         return self._noise.manual_seed((self.seed * 100_003 + self.global_step) * 1024 + self.global_rank)
 
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self.average:  # here, not at the batch's end: the callbacks checkpoint before the module's hook runs
+            self._update_average()
+
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         step = self.global_step
         every = self.trainer.log_every_n_steps
@@ -313,6 +328,8 @@ class StyleTransferSystem(pl.LightningModule):
         checkpoint["impasto_cpu_seconds"] = self.cpu_seconds
         checkpoint["impasto_prior"] = self.prior
         checkpoint["impasto_device"] = self.trainer.strategy.root_device.type
+        if self._average:
+            checkpoint["impasto_average"] = {"steps": self.averaged_steps, "weights": dict(self._average)}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint["state_dict"]
@@ -323,6 +340,43 @@ class StyleTransferSystem(pl.LightningModule):
         self.seconds = checkpoint.get("impasto_seconds", 0.0)
         self.cpu_seconds = checkpoint.get("impasto_cpu_seconds", 0.0)
         self.prior = checkpoint.get("impasto_prior", self.prior)
+        self._loaded_average = checkpoint.get("impasto_average")
+
+    # --- the weights' average -------------------------------------------------------------------------------------
+    def _trained_parameters(self) -> dict[str, torch.Tensor]:
+        return {name: p for name, p in self.transformer.named_parameters() if p.requires_grad}
+
+    def _start_average(self) -> None:
+        """The average a resumed run's checkpoint holds, else none yet (the first step's weights begin it)."""
+        loaded, self._loaded_average = self._loaded_average, None
+        if not self.average:
+            return
+        params = self._trained_parameters()
+        if loaded is None or loaded["weights"].keys() != params.keys():  # none, or of other trained weights
+            self._average, self.averaged_steps = {}, 0
+            return
+        self._average = {name: p.detach().clone().copy_(loaded["weights"][name]) for name, p in params.items()}
+        self.averaged_steps = loaded["steps"]
+
+    @torch.no_grad()
+    def _update_average(self) -> None:
+        params = self._trained_parameters()
+        if not self._average:
+            self._average = {name: p.detach().clone() for name, p in params.items()}
+        self.averaged_steps += 1
+        # the debiased exponential average: the plain mean while 1/steps > 1 - average, each step's share after
+        weight = (1 - self.average) / (1 - self.average ** self.averaged_steps)
+        for name, p in params.items():
+            self._average[name].lerp_(p, weight)
+
+    @torch.no_grad()
+    def take_average(self) -> bool:
+        """Put the averaged weights in the transformer, for the export once training is over; False if none."""
+        if not self._average:
+            return False
+        for name, p in self._trained_parameters().items():
+            p.copy_(self._average[name])
+        return True
 
     # --- helpers ------------------------------------------------------------------------------------------------
     def _take_configured_lr(self) -> None:
