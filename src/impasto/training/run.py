@@ -119,7 +119,7 @@ def train(cfg: DictConfig) -> Path | None:
     meta = style_meta(system.recipe, trainer.global_step, system.prior, images, system.seconds,
                                  trainer.strategy.root_device.type, system.cpu_seconds)
     if system.take_average():  # the export holds the average; the checkpoint, written already, the last weights
-        meta["average"] = {"decay": system.average, "steps": system.averaged_steps}
+        meta["average"] = {"decay": system.average_decay, "steps": system.averaged_steps}
     if checkpoints.stopped_by is not None and cfg.ckpt_path == "last":  # a sitting ends: its snapshot, as at time
         path = save_style(target, system.transformer, meta, cfg.export.half)
         raise Interrupted(checkpoints.stopped_by,

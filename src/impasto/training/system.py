@@ -149,7 +149,7 @@ class StyleTransferSystem(pl.LightningModule):
         self._noise: torch.Generator | None = None
         # steps skipped for a non-finite gradient: in a row, and in all (device tensors: no host sync to count)
         self.register_buffer("skipped", torch.zeros(2, dtype=torch.long))
-        self.average = average
+        self.average_decay = average
         self.averaged_steps = 0
         self._average: dict[str, torch.Tensor] = {}
         self._loaded_average: dict | None = None  # a checkpoint's, taken up at on_train_start
@@ -292,7 +292,7 @@ class StyleTransferSystem(pl.LightningModule):
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)
-        if self.average:  # here, not at the batch's end: the callbacks checkpoint before the module's hook runs
+        if self.average_decay:  # here, not at the batch's end: the callbacks checkpoint before the module's hook runs
             self._update_average()
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
@@ -349,7 +349,7 @@ class StyleTransferSystem(pl.LightningModule):
     def _start_average(self) -> None:
         """The average a resumed run's checkpoint holds, else none yet (the first step's weights begin it)."""
         loaded, self._loaded_average = self._loaded_average, None
-        if not self.average:
+        if not self.average_decay:
             return
         params = self._trained_parameters()
         if loaded is None or loaded["weights"].keys() != params.keys():  # none, or of other trained weights
@@ -364,8 +364,9 @@ class StyleTransferSystem(pl.LightningModule):
         if not self._average:
             self._average = {name: p.detach().clone() for name, p in params.items()}
         self.averaged_steps += 1
-        # the debiased exponential average: the plain mean while 1/steps > 1 - average, each step's share after
-        weight = (1 - self.average) / (1 - self.average ** self.averaged_steps)
+        # debiased: each step's weights by decay ** (steps since), over the sum of those factors, so none before
+        decay = self.average_decay
+        weight = (1 - decay) / (1 - decay ** self.averaged_steps)
         for name, p in params.items():
             self._average[name].lerp_(p, weight)
 
