@@ -36,7 +36,7 @@ def fit_recording_lr(tmp_path, max_steps: int, ckpt_path=None, save: str | None 
 
 
 def fit(tmp_path, system: StyleTransferSystem, max_steps: int, ckpt_path=None, save: str | None = None,
-        seen: list[float] | None = None) -> None:
+        seen: list[float] | None = None, callbacks: tuple[pl.Callback, ...] = ()) -> None:
     """Train on 12 random 32 px images, batch 2; `seen` collects each step's lr."""
     seen = [] if seen is None else seen
 
@@ -45,7 +45,7 @@ def fit(tmp_path, system: StyleTransferSystem, max_steps: int, ckpt_path=None, s
             seen.append(trainer.optimizers[0].param_groups[0]["lr"])
 
     trainer = pl.Trainer(accelerator="cpu", max_steps=max_steps, logger=False, enable_checkpointing=False,
-                         enable_model_summary=False, enable_progress_bar=False, callbacks=[Record()],
+                         enable_model_summary=False, enable_progress_bar=False, callbacks=[Record(), *callbacks],
                          default_root_dir=tmp_path)
     trainer.fit(system, DataLoader(torch.rand(12, 3, 32, 32), batch_size=2), ckpt_path=ckpt_path)
     if save:
@@ -255,12 +255,7 @@ def test_the_average_weighs_each_steps_weights_by_the_decay_resumes_from_its_che
 
     def fit_average(max_steps: int, ckpt_path=None, save=None) -> tuple[StyleTransferSystem, list]:
         system, weights = tiny_system(average=0.5), Weights()
-        trainer = pl.Trainer(accelerator="cpu", max_steps=max_steps, logger=False, enable_checkpointing=False,
-                             enable_model_summary=False, enable_progress_bar=False, callbacks=[weights],
-                             default_root_dir=tmp_path)
-        trainer.fit(system, DataLoader(torch.rand(12, 3, 32, 32), batch_size=2), ckpt_path=ckpt_path)
-        if save:
-            trainer.save_checkpoint(tmp_path / save)
+        fit(tmp_path, system, max_steps, ckpt_path, save, callbacks=(weights,))
         return system, weights.steps
 
     _, seen = fit_average(2, save="two.ckpt")
