@@ -70,6 +70,7 @@ def test_compare_table_has_its_rows_and_columns(tmp_path, photo, tiny_ckpt):
     report = json.loads((out_dir / "compare.json").read_text())
     fast_mean = next(r for r in report["means"] if r["method"] == "fast")
     assert fast_mean["image"] == "mean of 2" and "mean of 2" in report["matched"] and "mean of 2" in result.stdout
+    assert report["gatys_precision"] == "fp32"  # by default on every machine, wherever bf16 would be faster
     assert fast_mean["total"] == pytest.approx((float(rows[0]["total"]) + float(rows[3]["total"])) / 2, abs=1e-4)
     assert set(rows[0]) == {"image", "method", "content", "style", "tv", "total", "seconds"}
     assert all(float(r["total"]) > 0 for r in rows)

@@ -7,11 +7,12 @@ import torch
 from PIL import Image
 
 from conftest import ROOT, assert_user_error, run, shipped_style
-from impasto import ASSETS
+from impasto import ASSETS, runtime
 from impasto.images import load_image, resize_long_side, to_tensor
 from impasto.inference import Stylizer
 from impasto.runtime import autocast_dtype
 from impasto.style import load_style
+from impasto.training.run import resolve_precision
 
 
 def test_bf16_stylization_matches_fp32_within_a_few_levels():
@@ -34,6 +35,36 @@ def test_auto_precision_is_fp32_on_cuda_and_follows_the_request_otherwise():
     assert autocast_dtype("auto", cuda) is None
     assert autocast_dtype("bf16", cuda) is torch.bfloat16
     assert autocast_dtype("fp32", torch.device("cpu")) is None
+
+
+def test_the_bf16_probe_decides_auto_and_is_kept_per_cpu(tmp_path, monkeypatch):
+    """auto's choice on a CPU is the probe's measurement, kept in the user's cache, so a later run makes the same
+    choice; a cache entry that says otherwise is obeyed, and an unreadable one is measured again."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    runtime.cpu_bf16_speedup.cache_clear()
+    cache = tmp_path / "impasto" / "bf16.json"
+    cpu = torch.device("cpu")
+    try:
+        measured = runtime.cpu_bf16_speedup()
+        assert set(measured) == {"forward", "step"} and all(0 < v < 100 for v in measured.values()), measured
+        assert json.loads(cache.read_text())[runtime.probe_key()] == measured
+        assert (autocast_dtype("auto", cpu) is torch.bfloat16) == (measured["forward"] >= runtime.BF16_FASTER)
+
+        # pretend this CPU runs a pass in bf16 fast and a training step slowly: the cache is believed
+        cache.write_text(json.dumps({runtime.probe_key(): {"forward": 3.0, "step": 0.5}}))
+        runtime.cpu_bf16_speedup.cache_clear()
+        assert autocast_dtype("auto", cpu) is torch.bfloat16 and resolve_precision("auto", "cpu") == "32-true"
+        cache.write_text(json.dumps({runtime.probe_key(): {"forward": 0.5, "step": 3.0}}))
+        runtime.cpu_bf16_speedup.cache_clear()
+        assert autocast_dtype("auto", cpu) is None and resolve_precision("auto", "cpu") == "bf16-mixed"
+        assert autocast_dtype("fp32", cpu) is None and resolve_precision("32-true", "cpu") == "32-true"
+
+        cache.write_text("{not json")
+        runtime.cpu_bf16_speedup.cache_clear()
+        again = runtime.cpu_bf16_speedup()
+        assert json.loads(cache.read_text()) == {runtime.probe_key(): again}
+    finally:
+        runtime.cpu_bf16_speedup.cache_clear()  # the rest of the suite measures with the user's cache again
 
 
 def test_preserve_color_keeps_the_photos_colours_and_the_styles_strokes(tmp_path):

@@ -1,11 +1,19 @@
 """Where to run and in which precision: decided once here for train, stylize, gatys and the benchmarks."""
 
+import functools
+import itertools
+import json
+import os
+import time
 from pathlib import Path
 
 import torch
 
 from .errors import UserError
+from .files import write_atomic
 from .memory import free_host_memory
+
+BF16_FASTER = 1.2  # auto picks bf16 on a CPU where the probe runs this many times faster than fp32 or more
 
 
 def pick_device(name: str) -> torch.device:
@@ -34,18 +42,74 @@ def free_memory(device: torch.device) -> int | None:
     return free_host_memory() if device.type == "cpu" else None
 
 
-def cpu_has_amx() -> bool:
-    """bf16 matrix units (Sapphire Rapids and later): there CPU bf16 autocast runs ~2x faster than fp32."""
+def cpu_model() -> str:
+    """The CPU's name and its vector flags: virtual machines often show one name for CPUs of different kinds."""
     try:
-        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        return False
+        lines = []
+    fields = dict(line.split(":", 1) for line in reversed(lines) if ":" in line)  # the first CPU's
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = sorted(f for f in fields.get("flags", "").split() if f.startswith(("avx", "amx")))
+    return f"{fields.get('model name') or 'unknown CPU'} ({' '.join(flags)})"
 
 
-def bf16_is_fast(device: torch.device) -> bool:
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "impasto"
+
+
+def probe_bf16(repeats: int = 8) -> dict[str, float]:
+    """fp32's time over bf16 autocast's for a residual block's 3x3 convolution (128 channels, 64², batch 2): its
+    forward, as a stylize pass runs it, and its forward and backward, as a training step does. The CPU's flags do not
+    tell: with AVX512-BF16 and no AMX, bf16 measured slower on an Intel Xeon and twice as fast on an AMD EPYC
+    (docs/experiments.md). The best of `repeats` turns each, interleaved, so a busy machine slows both alike."""
+    best = {(bf16, part): float("inf") for bf16 in (False, True) for part in ("forward", "step")}
+    with torch.inference_mode(False), torch.enable_grad():  # whatever mode the caller is in
+        conv = torch.nn.Conv2d(128, 128, 3, padding=1)
+        x = torch.randn(2, 128, 64, 64, requires_grad=True)
+        for _, bf16 in itertools.product(range(repeats), (False, True)):
+            start = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                y = conv(x)
+            forward = time.perf_counter()
+            y.float().sum().backward()
+            best[bf16, "forward"] = min(best[bf16, "forward"], forward - start)
+            best[bf16, "step"] = min(best[bf16, "step"], time.perf_counter() - start)
+    return {part: round(best[False, part] / best[True, part], 3) for part in ("forward", "step")}
+
+
+def probe_key() -> str:
+    return f"{cpu_model()} | torch {torch.__version__}"
+
+
+@functools.cache
+def cpu_bf16_speedup() -> dict[str, float]:
+    """probe_bf16's figures for this CPU, measured once per CPU model and torch version and kept in the user's cache,
+    so that every run on a machine makes the same choice (a resumed training goes on in its precision)."""
+    path, key = cache_dir() / "bf16.json", probe_key()
+    try:
+        known = json.loads(path.read_text())
+        if isinstance(known, dict) and isinstance(known.get(key), dict) and all(
+                isinstance(known[key].get(part), (int, float)) for part in ("forward", "step")):
+            return known[key]
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    known[key] = probe_bf16()
+    try:
+        write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(known, indent=1) + "\n"))
+    except UserError:  # an unwritable cache only costs the probe again next time
+        pass
+    return known[key]
+
+
+def bf16_is_fast(device: torch.device, training: bool = False) -> bool:
+    """Whether bf16 autocast is faster than fp32 here: CUDA with bf16, or a CPU where the probe measured it faster
+    (for a training step when `training`, else for a pass)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and cpu_has_amx()
+    return device.type == "cpu" and cpu_bf16_speedup()["step" if training else "forward"] >= BF16_FASTER
 
 
 def describe(device: torch.device, dtype: torch.dtype | None) -> str:
@@ -56,13 +120,13 @@ def describe(device: torch.device, dtype: torch.dtype | None) -> str:
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of a one-image pass (stylize, Gatys) for a `precision` of auto, fp32 or bf16.
 
-    auto is bf16 on CPUs with AMX, where it is faster, and fp32 on CUDA, where these batch-1 passes ran faster in
-    fp32 (TF32 tensor cores) than in bf16 (docs/benchmarks.md). Training's batches are another matter: see
+    auto is bf16 on CPUs where it measures faster (bf16_is_fast), and fp32 on CUDA, where these batch-1 passes ran
+    faster in fp32 (TF32 tensor cores) than in bf16 (docs/benchmarks.md). Training's batches are another matter: see
     train.resolve_precision.
     """
     if precision not in ("auto", "fp32", "bf16"):
         raise UserError(f"unknown precision {precision!r}: use auto, fp32 or bf16")
-    if precision == "bf16" or (precision == "auto" and device.type == "cpu" and cpu_has_amx()):
+    if precision == "bf16" or (precision == "auto" and device.type == "cpu" and bf16_is_fast(device)):
         return torch.bfloat16
     return None
 

@@ -49,7 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                       "--style's loss: the report adds the mean difference of totals per photo")
     p.add_argument("--out-dir", default="compare", help="where the CSV, JSON and panels go (default ./compare)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", help="Gatys loop precision: auto, fp32 or bf16")
+    p.add_argument("--precision", default="fp32", help="Gatys loop precision: fp32 (the default, so that the "
+                   "reference is the same on every machine), auto or bf16")
     p.add_argument("--cache", help="a folder that keeps Gatys's results: a later run on the same photo, painting, "
                                    "size, loss and steps reads them instead of optimizing again (minutes a photo on "
                                    "a CPU)")
@@ -236,7 +237,7 @@ def paired_line(summary: dict) -> str:
 
 
 def write_reports(rows: list[dict], means: list[dict], verdicts: dict[str, str], out_dir: Path,
-                  pairs: dict | None = None) -> None:
+                  pairs: dict | None = None, precision: str = "fp32") -> None:
     def write_csv(tmp: str) -> None:
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=COLUMNS)
@@ -244,7 +245,8 @@ def write_reports(rows: list[dict], means: list[dict], verdicts: dict[str, str],
             writer.writerows({k: r[k] for k in COLUMNS} for r in rows)
 
     write_atomic(out_dir / "compare.csv", write_csv)
-    report = json.dumps({"rows": rows, "means": means, "matched": verdicts, "paired": pairs}, indent=1)
+    report = json.dumps({"rows": rows, "means": means, "matched": verdicts, "paired": pairs,
+                         "gatys_precision": precision}, indent=1)
     write_atomic(out_dir / "compare.json", lambda tmp: Path(tmp).write_text(report))
 
 
@@ -263,7 +265,8 @@ def main(argv: list[str] | None = None) -> None:
         means = mean_rows(rows)
         verdicts = matched_steps(rows + means)
         pairs = paired(rows)
-        write_reports(rows, means, verdicts, Path(args.out_dir).expanduser(), pairs)
+        precision = "bf16" if autocast_dtype(args.precision, pick_device(args.device)) else "fp32"
+        write_reports(rows, means, verdicts, Path(args.out_dir).expanduser(), pairs, precision)
         if len({r["image"] for r in rows}) == 1:  # the mean of one photo is its own row: not printed twice
             verdicts.pop(means[0]["image"], None)
             means = []
