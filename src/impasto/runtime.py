@@ -89,13 +89,12 @@ def cpu_bf16_speedup() -> dict[str, float]:
     path, key = cache_dir() / "bf16.json", probe_key()
     try:
         known = json.loads(path.read_text())
-        if isinstance(known, dict) and isinstance(known.get(key), dict) and all(
-                isinstance(known[key].get(part), (int, float)) for part in ("forward", "step")):
-            return known[key]
     except (OSError, ValueError):
         known = {}
-    if not isinstance(known, dict):
-        known = {}
+    known = known if isinstance(known, dict) else {}
+    kept = known.get(key)
+    if isinstance(kept, dict) and all(isinstance(kept.get(part), (int, float)) for part in ("forward", "step")):
+        return kept
     known[key] = probe_bf16()
     try:
         write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(known, indent=1) + "\n"))

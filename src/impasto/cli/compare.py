@@ -81,7 +81,8 @@ def style_images(meta: dict, override: list[str] | None) -> list[str]:
     return found
 
 
-def compare(args: argparse.Namespace) -> list[dict]:
+def compare(args: argparse.Namespace) -> tuple[list[dict], str]:
+    """The rows, and the precision Gatys's loop ran in."""
     steps = parse_steps(args.steps)
     if args.size <= 0:
         raise UserError(f"--size must be positive, got {args.size}")
@@ -127,7 +128,7 @@ def compare(args: argparse.Namespace) -> list[dict]:
             columns += [(f"Gatys@{n}", snapshots[n][0].clamp(0, 1)) for n in shown]
         labels, row = zip(*columns)
         save_atomic(grid([list(row)], max(row[0].shape[-2:]), labels=list(labels)), out_dir / f"panel_{photo.stem}.png")
-    return rows
+    return rows, "bf16" if dtype else "fp32"
 
 
 def gatys_snapshots(loss, content: torch.Tensor, steps: list[int], dtype, cache: Path | None
@@ -261,11 +262,10 @@ def format_table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     with exit_on_user_error():
-        rows = compare(args)
+        rows, precision = compare(args)
         means = mean_rows(rows)
         verdicts = matched_steps(rows + means)
         pairs = paired(rows)
-        precision = "bf16" if autocast_dtype(args.precision, pick_device(args.device)) else "fp32"
         write_reports(rows, means, verdicts, Path(args.out_dir).expanduser(), pairs, precision)
         if len({r["image"] for r in rows}) == 1:  # the mean of one photo is its own row: not printed twice
             verdicts.pop(means[0]["image"], None)
