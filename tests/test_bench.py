@@ -30,14 +30,15 @@ def test_train_bench_times_train_pys_run_and_reports_every_row():
 
 def test_stylize_bench_reports_every_mode_and_size(tmp_path):
     result = run("scripts/bench.py", "stylize", "--device", "cpu", "--sizes", "48,64", "--frame-batches", "2",
-                 "--modes", "fp32,bf16+cl,thin,fp32+noedge", "--warmup", "1", "--iters", "1")
+                 "--modes", "fp32,bf16+cl,thin,thin+bf16,fp32+noedge", "--warmup", "1", "--iters", "1")
     assert result.returncode == 0, result.stderr[-3000:]
     line = json.loads(result.stdout.strip().splitlines()[-1])
-    assert list(line["modes"]) == ["fp32", "bf16+cl", "thin", "fp32+noedge"]
+    assert list(line["modes"]) == ["fp32", "bf16+cl", "thin", "thin+bf16", "fp32+noedge"]
     assert 0 < line["thin_bound_s"]["64"] < line["bound_s"]["64"] / 4  # the thin network: a sixth of the work
     for row in line["modes"].values():
         assert row["48"]["batch1_per_s"] > 0 and row["64"]["best_batch"] in (1, 2)
     assert line["modes"]["fp32"]["psnr_vs_first_mode_db_48"] is None  # the reference itself
+    assert all("psnr_vs_first_mode_db_48" not in line["modes"][m] for m in ("thin", "thin+bf16"))  # other networks
     assert line["modes"]["bf16+cl"]["psnr_vs_first_mode_db_48"] > 30
     noedge = line["modes"]["fp32+noedge"]["psnr_vs_first_mode_db_48"]  # the same network without its edge margin
     assert noedge is not None and noedge < 80
