@@ -552,8 +552,8 @@ def main() -> None:
     p.add_argument("--modes", default="fp32,bf16,bf16+cl,bf16+cl+compile,bf16+cl+graphs",
                    help="stylize: precision[+cl (channels_last)][+compile, or +graphs: compiled with CUDA graphs]"
                         "[+plain: not rewritten for the CPU][+noedge: without the edge margin], "
-                        "or onnx (onnxruntime, CPU), or thin or thin+bf16 (the shipped thin network, --model thin), or a peer: "
-                        "peer, package; comma-separated; the first is the PSNR reference")
+                        "or onnx (onnxruntime, CPU), or thin or thin+bf16 (the shipped thin network, --model thin), "
+                        "or a peer: peer, package; comma-separated; the first is the PSNR reference")
     p.add_argument("--sizes", default="512,1080p,4k", help="stylize: 512, 1080p, 4k or a square side N")
     p.add_argument("--frame-batches", default="4,8,16,32", help="stylize: batches tried beside batch 1")
     p.add_argument("--video", help="stylize: a clip to stylize end to end with each mode")
