@@ -322,8 +322,9 @@ def stylize_mode(net, device, mode: str, style: str | None, tmp: str):
         return torch.inference_mode()(lambda batch: peer(batch.to(device)))
     if mode == "package":
         return package_pass()
-    if mode.startswith("thin"):  # the shipped thin network's same painting (stylize.py --model thin): thin, thin+bf16
-        return Stylizer(thin_network(style, device), device, autocast_dtype(mode.partition("+")[2] or "fp32", device))
+    network, _, thin_precision = mode.partition("+")
+    if network == "thin":  # the shipped thin network's same painting (stylize.py --model thin): thin, thin+bf16
+        return Stylizer(thin_network(style, device), device, autocast_dtype(thin_precision or "fp32", device))
     if mode == "onnx":
         from impasto.onnx_style import OnnxStyle, export_onnx
 
@@ -385,7 +386,7 @@ def bench_stylize(args) -> dict:
         rate = 2 * 2048**3 * args.iters / seconds_of(lambda m: m @ m, gemm, args.warmup, args.iters, device)
         result["gemm_gflops"] = round(rate / 1e9, 1)
         result["bound_s"] = {name: float(f"{flops_of(base, h, w) / rate:.3g}") for name, (w, h) in sizes.items()}
-        if any(mode.startswith("thin") for mode in args.modes.split(",")):
+        if any(mode.partition("+")[0] == "thin" for mode in args.modes.split(",")):
             thin = thin_network(args.style, device)
             result["thin_bound_s"] = {name: float(f"{flops_of(thin, h, w) / rate:.3g}")
                                       for name, (w, h) in sizes.items()}
