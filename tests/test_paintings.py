@@ -168,13 +168,15 @@ def test_paintings_train_together_then_a_new_one_on_its_norms_alone(tmp_path, ph
     blend = run("stylize.py", "--style", str(tmp_path / "three.safetensors"), "--painting",
                 "starry_night:0.5,udnie:0.5", str(photo), "-o", str(out))
     assert blend.returncode == 0 and out.is_file(), blend.stderr
+    assert "(14 training images)" in blend.stderr  # a blend's training is the whole file's
     assert_user_error(run("stylize.py", "--style", str(tmp_path / "three.safetensors"), str(photo), "-o",
                           str(tmp_path / "x.png")), "--painting NAME", "udnie")
     # by a painting's name alone, from a folder whose checkpoints/ holds the file
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "three.safetensors").rename(tmp_path / "checkpoints" / "three.safetensors")
     by_name = run(str(ROOT_STYLIZE), "--style", "udnie", str(photo), "-o", str(tmp_path / "u.png"), cwd=tmp_path)
-    assert by_name.returncode == 0 and "style udnie" in by_name.stderr, by_name.stderr
+    # one painting's training is its own images, not the file's nor its last sitting's steps
+    assert by_name.returncode == 0 and "style udnie (6 training images)" in by_name.stderr, by_name.stderr
 
 
 @pytest.mark.slow

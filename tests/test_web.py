@@ -21,7 +21,7 @@ from PIL import Image, ImageChops
 
 from conftest import ROOT
 from impasto import ASSETS
-from impasto.lookup import SHIPPED_STYLES
+from impasto.lookup import SHIPPED_STYLES, header_meta
 from impasto.web.__main__ import parse_args, style_folders
 
 pytestmark = pytest.mark.slow  # starts the server in a subprocess
@@ -176,6 +176,8 @@ def test_the_shipped_paintings_are_offered_by_name_and_blend_with_each_other(ser
         styles = {s["name"]: s for s in json.loads(response.read())["styles"]}
     assert {"starry_night", "the_scream", "great_wave", "composition_vii", "udnie", "shipwreck_minotaur"} <= set(styles)
     assert "the_scream" in styles["starry_night"]["blends_with"]
+    shipped = {p["name"]: p["images"] for p in header_meta(SHIPPED_STYLES / "paintings.safetensors")["paintings"]}
+    assert {name: styles[name]["images"] for name in shipped} == shipped  # each painting's own training images
     photo = upload(server, (ASSETS / "preview" / "chelsea.jpg").read_bytes())[1]
     results = {}
     for weight in (0.0, 0.5, 1.0):
@@ -224,7 +226,9 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         shutil.copy(ASSETS / "preview" / "coffee.jpg", photo)
         driver.find_element(By.ID, "file").send_keys(str(photo))
         wait.until(lambda d: "Photo, 512" in d.find_element(By.ID, "original-caption").text)
-        driver.find_element(By.CSS_SELECTOR, ".style[data-style='starry_night']").click()
+        starry = driver.find_element(By.CSS_SELECTOR, ".style[data-style='starry_night']")
+        assert re.fullmatch(r"starry_night \([\d,]+ training images\)", starry.get_attribute("title"))
+        starry.click()
         wait.until(lambda d: "strength 1.00" in d.find_element(By.ID, "result-caption").text)
         slider = driver.find_element(By.ID, "strength")
         slider.send_keys(Keys.ARROW_LEFT, Keys.ARROW_LEFT, Keys.ARROW_LEFT, Keys.ARROW_LEFT)

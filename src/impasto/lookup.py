@@ -37,6 +37,18 @@ def painting_names(meta: dict) -> list[str]:
     return [p["name"] for p in meta["paintings"]] if "paintings" in meta else [meta["style"]]
 
 
+def images_seen(meta: dict) -> int:
+    """Training images the file's network has seen (files from before the count: steps times batch)."""
+    return int(meta.get("images", meta.get("steps", 0) * meta.get("batch_size", 0)))
+
+
+def trained_images(meta: dict) -> int:
+    """Training images behind the style `meta` describes: its painting's own (one painting of a file of several) or
+    the whole file's. A file's `steps` are its last sitting's alone, so this is what says how far a style trained."""
+    own = meta.get("painting_images")
+    return int(own) if own is not None else images_seen(meta)
+
+
 def shipped_folder(model: str = "full") -> Path:
     """Where the shipped styles of a model (MODELS) are."""
     if model not in MODELS:

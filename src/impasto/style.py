@@ -18,7 +18,7 @@ from . import ASSETS, __version__, lookup
 from .errors import UserError
 from .files import refuse_overwrite, write_atomic
 from .formats import STYLE_FORMAT, STYLE_FORMAT_VERSION
-from .lookup import painting_names
+from .lookup import images_seen, painting_names
 from .transformer import TransformerConfig, TransformerNet
 
 SUFFIX = ".safetensors"
@@ -188,11 +188,6 @@ def load_weights_into(transformer: TransformerNet, source: tuple[TransformerNet,
         picked = torch.stack([rows[held.index(n)] if n in held else mean for n in names])
         weights[key] = picked.reshape(target[key].shape)
     transformer.load_state_dict(weights)
-
-
-def images_seen(meta: dict[str, Any]) -> int:
-    """Training images the file's network has seen (files from before the count: steps times batch)."""
-    return int(meta.get("images", meta.get("steps", 0) * meta.get("batch_size", 0)))
 
 
 def images_per_painting(steps: int, batch_size: int, paintings: int) -> list[int]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import EXIT_USER_ERROR, UserError, check_fraction, exit_on_user_error
 from ..files import refuse_overwrite
 from ..formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_output, is_video
-from ..lookup import MODELS, find_style
+from ..lookup import MODELS, find_style, trained_images
 
 # torch, Pillow and PyAV are imported where they are used, after the arguments parse: `--help` and a usage error
 # answer at once, without the second that importing torch takes.
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
         outputs = plan_outputs(inputs, args.output, args.out_dir)
         videos = sum(map(is_video, inputs))
         stylizer, meta = load_runtime(args, videos)
-        print(f"style {meta['style']} ({meta['steps']} steps) on {stylizer.describe()}: "
+        print(f"style {meta['style']} ({trained_images(meta):,} training images) on {stylizer.describe()}: "
               f"{len(inputs) - videos} image(s), {videos} video(s)", file=sys.stderr)
     skipped = stylize_all(stylizer, inputs, outputs, args, meta)
     if len(inputs) > 1 or skipped:

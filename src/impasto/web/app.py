@@ -31,6 +31,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ..errors import UserError, check_fraction
+from ..lookup import trained_images
 from ..runtime import describe
 from ..tiling import DEFAULT_TILE
 from .library import StyleLibrary
@@ -101,8 +102,8 @@ def create_app(library: StyleLibrary, max_upload_mb: float = 40, max_megapixels:
 
     async def styles(request: Request) -> Response:
         return JSONResponse({
-            "styles": [{"name": s.name, "steps": s.meta.get("steps"), "thumbnail": f"/api/styles/{s.name}/thumbnail",
-                        "blends_with": library.partners(s.name)} for s in library.styles.values()],
+            "styles": [{"name": s.name, "images": trained_images(s.meta), "blends_with": library.partners(s.name),
+                        "thumbnail": f"/api/styles/{s.name}/thumbnail"} for s in library.styles.values()],
             "device": describe(library.device, library.dtype),
             "max_upload_mb": max_upload_mb,
             "max_megapixels": max_megapixels,
