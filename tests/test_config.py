@@ -3,6 +3,7 @@
 import pytest
 from hydra import compose, initialize_config_dir
 
+from impasto import runtime
 from impasto.config import CONF_DIR, available_styles, load_style_images, rewrite_style_override
 from impasto.errors import UserError
 from impasto.training.data import EMBEDDED_PREVIEW
@@ -37,6 +38,14 @@ def test_the_shipped_recipe_trains_on_a_named_folder_with_the_cured_network():
     cfg = compose_train("experiment=shipped", "style=udnie", "data.root=/photos/train", "paths.output_dir=/tmp/x")
     assert cfg.data.source == "folder" and cfg.data.set_name == "imagenet-sample-782"
     assert cfg.model.down_kernel == 4 and cfg.optim.schedule == "cosine" and cfg.export.name == "udnie"
+
+
+def test_sittings_keep_their_state_in_the_users_cache_where_the_bf16_probe_keeps_its_answer(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=sittings", "style=udnie"], return_hydra_config=True)
+    assert cfg.hydra.run.dir == str(tmp_path / "impasto" / "sittings" / "udnie")
+    assert runtime.cache_dir() == tmp_path / "impasto"
 
 
 SHIPPED = ["composition_vii", "great_wave", "shipwreck_minotaur", "starry_night", "the_scream", "udnie"]

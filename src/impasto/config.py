@@ -1,5 +1,5 @@
-"""Glue between the Hydra configs and the code: the `asset` resolver, style images, `style=NAME` for new paintings,
-sweeps."""
+"""Glue between the Hydra configs and the code: the `asset` and `cache` resolvers, style images, `style=NAME` for new
+paintings, sweeps."""
 
 import sys
 from pathlib import Path
@@ -10,11 +10,14 @@ from omegaconf import OmegaConf
 from . import ASSETS
 from .errors import UserError
 from .images import load_image, resize_long_side, to_tensor
+from .runtime import cache_dir
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 # ${asset:styles/starry_night.jpg} -> the file shipped inside the package, wherever it is installed.
 OmegaConf.register_new_resolver("asset", lambda rel: str(ASSETS / rel), replace=True)
+# ${cache:sittings} -> impasto's folder in the user's cache, the one the bf16 probe keeps its answer in.
+OmegaConf.register_new_resolver("cache", lambda rel: str(cache_dir() / rel), replace=True)
 
 
 def available_styles(conf_dir: Path = CONF_DIR) -> list[str]:
