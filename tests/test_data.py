@@ -1,5 +1,7 @@
 import itertools
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -204,3 +206,24 @@ def test_min_zoom_crops_a_part_of_the_photo_at_the_photos_own_scale():
     assert whole.max() - whole.min() > 230
     assert all(90 < (p.max() - p.min()) < 150 for p in part), [float(p.max() - p.min()) for p in part]
     assert RandomScaleCrop(32, max_zoom=1.0, min_zoom=2.0).max_zoom == 2.0  # never below min_zoom
+
+
+def test_a_run_that_ends_in_an_error_exits_although_its_workers_ignore_sigterm(tmp_path):
+    """The data workers leave SIGTERM to the main process, so the terminate() Python's exit sends them is lost: a
+    run that failed with its workers up hung at exit. It exits now, with its own error and no worker's."""
+    write_images(tmp_path / "photos", 4)
+    script = f"""
+import itertools
+from omegaconf import OmegaConf
+from impasto.training.data import ImageDataModule, build_train_dataset
+cfg = OmegaConf.create({dict(data_cfg(root=str(tmp_path / "photos")))!r})
+batches = iter(ImageDataModule(build_train_dataset(cfg)[0], 2, 1).train_dataloader())
+next(batches)
+raise RuntimeError("the run failed")
+"""
+    try:
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the process still waits on its data worker two minutes after its error")
+    assert done.returncode == 1 and done.stderr.strip().endswith("RuntimeError: the run failed"), done.stderr[-500:]
+    assert "worker" not in done.stderr, done.stderr[-500:]

@@ -39,16 +39,24 @@ def test_auto_precision_is_fp32_on_cuda_and_follows_the_request_otherwise():
 
 def test_the_bf16_probe_decides_auto_and_is_kept_per_cpu(tmp_path, monkeypatch):
     """auto's choice on a CPU is the probe's measurement, kept in the user's cache, so a later run makes the same
-    choice; a cache entry that says otherwise is obeyed, and an unreadable one is measured again."""
+    choice; a cache entry that says otherwise is obeyed, and an unreadable one is measured again. On a CPU without
+    bf16 kernels nothing is timed; there the cache's handling is checked with a stand-in for the probe."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     runtime.cpu_bf16_speedup.cache_clear()
     cache = tmp_path / "impasto" / "bf16.json"
     cpu = torch.device("cpu")
     try:
-        measured = runtime.cpu_bf16_speedup()
-        assert set(measured) == {"forward", "step"} and all(0 < v < 100 for v in measured.values()), measured
-        assert json.loads(cache.read_text())[runtime.probe_key()] == measured
-        assert (autocast_dtype("auto", cpu) is torch.bfloat16) == (measured["forward"] >= runtime.BF16_FASTER)
+        if runtime.bf16_kernels():
+            measured = runtime.cpu_bf16_speedup()
+            assert set(measured) == {"forward", "step"} and all(0 < v < 100 for v in measured.values()), measured
+            assert json.loads(cache.read_text())[runtime.probe_key()] == measured
+            assert (autocast_dtype("auto", cpu) is torch.bfloat16) == (measured["forward"] >= runtime.BF16_FASTER)
+        else:
+            assert runtime.cpu_bf16_speedup() is None and not cache.exists()
+            assert autocast_dtype("auto", cpu) is None and resolve_precision("auto", "cpu") == "32-true"
+            monkeypatch.setattr(runtime, "bf16_kernels", lambda: True)
+            monkeypatch.setattr(runtime, "probe_bf16", lambda: {"forward": 0.5, "step": 0.5})  # the stand-in
+            cache.parent.mkdir(parents=True)
 
         # pretend this CPU runs a pass in bf16 fast and a training step slowly: the cache is believed
         cache.write_text(json.dumps({runtime.probe_key(): {"forward": 3.0, "step": 0.5}}))
@@ -65,6 +73,25 @@ def test_the_bf16_probe_decides_auto_and_is_kept_per_cpu(tmp_path, monkeypatch):
         assert json.loads(cache.read_text()) == {runtime.probe_key(): again}
     finally:
         runtime.cpu_bf16_speedup.cache_clear()  # the rest of the suite measures with the user's cache again
+
+
+def test_a_cpu_without_bf16_kernels_is_fp32_at_once(tmp_path, monkeypatch):
+    """Where oneDNN has no bf16 convolutions the probe would time a reference path over a hundred times slower than
+    fp32 for minutes: it is not run, nothing is cached, and auto is fp32 for passes and training alike."""
+    def probe():
+        raise AssertionError("the probe ran")
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(runtime, "bf16_kernels", lambda: False)
+    monkeypatch.setattr(runtime, "probe_bf16", probe)
+    runtime.cpu_bf16_speedup.cache_clear()
+    try:
+        assert runtime.cpu_bf16_speedup() is None
+        assert autocast_dtype("auto", torch.device("cpu")) is None and resolve_precision("auto", "cpu") == "32-true"
+        assert autocast_dtype("bf16", torch.device("cpu")) is torch.bfloat16  # asked for, it is still there
+        assert not (tmp_path / "impasto").exists()
+    finally:
+        runtime.cpu_bf16_speedup.cache_clear()
 
 
 def test_preserve_color_keeps_the_photos_colours_and_the_styles_strokes(tmp_path):

@@ -82,10 +82,22 @@ def probe_key() -> str:
     return f"{cpu_model()} | torch {torch.__version__}"
 
 
+def bf16_kernels() -> bool:
+    """Whether oneDNN has bf16 convolutions for this CPU. Without them (AVX2 alone, say) autocast falls back to a
+    reference path over a hundred times slower than fp32, and timing that would keep a first run waiting minutes."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch without oneDNN's query: the probe decides
+        return True
+
+
 @functools.cache
-def cpu_bf16_speedup() -> dict[str, float]:
+def cpu_bf16_speedup() -> dict[str, float] | None:
     """probe_bf16's figures for this CPU, measured once per CPU model and torch version and kept in the user's cache,
-    so that every run on a machine makes the same choice (a resumed training goes on in its precision)."""
+    so that every run on a machine makes the same choice (a resumed training goes on in its precision); None where
+    the CPU has no bf16 kernels, which needs no measuring."""
+    if not bf16_kernels():
+        return None
     path, key = cache_dir() / "bf16.json", probe_key()
     try:
         known = json.loads(path.read_text())
@@ -108,7 +120,10 @@ def bf16_is_fast(device: torch.device, training: bool = False) -> bool:
     (for a training step when `training`, else for a pass)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and cpu_bf16_speedup()["step" if training else "forward"] >= BF16_FASTER
+    if device.type != "cpu":
+        return False
+    measured = cpu_bf16_speedup()
+    return measured is not None and measured["step" if training else "forward"] >= BF16_FASTER
 
 
 def describe(device: torch.device, dtype: torch.dtype | None) -> str:

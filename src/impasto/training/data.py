@@ -9,7 +9,10 @@ Sources (`data.source`):
 - ``auto``: COCO if `data.root` holds images, else the embedded photos, said loudly in the log.
 """
 
+import atexit
+import functools
 import logging
+import multiprocessing
 import random
 import signal
 from collections.abc import Iterator
@@ -273,6 +276,19 @@ def ignore_interrupts(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+@functools.cache
+def kill_workers_at_exit() -> None:
+    """The workers ignore SIGTERM, which is what Python's exit sends the workers it finds still up (a run that ended
+    in an error leaves them so), and would then wait for them forever: at exit they are killed instead."""
+    def kill() -> None:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # else torch reports the killed workers as a second error
+        for child in multiprocessing.active_children():
+            if child.daemon:  # a DataLoader's workers; nothing else of a run's is daemonic
+                child.kill()
+
+    atexit.register(kill)  # after multiprocessing's own exit handler, so it runs before it
+
+
 class UnreadableImages:
     """The training images passed over: each warned once and counted; too large a share stops the run."""
 
@@ -323,6 +339,8 @@ class ImageDataModule(pl.LightningDataModule):
         self.unreadable = UnreadableImages(max_bad_fraction)
 
     def train_dataloader(self) -> DataLoader:
+        if self.num_workers:
+            kill_workers_at_exit()
         common = dict(batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=collate_crops,
                       worker_init_fn=ignore_interrupts, persistent_workers=self.num_workers > 0,
                       pin_memory=torch.cuda.is_available(), drop_last=True)

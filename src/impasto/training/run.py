@@ -56,6 +56,14 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return "16-mixed" if on_gpu else "32-true"
 
 
+def bf16_finding() -> str:
+    """What decided auto on this CPU, for the log."""
+    speedup = cpu_bf16_speedup()
+    if speedup is None:
+        return "this CPU has no bf16 kernels"
+    return f"on this CPU bf16 ran a convolution's training step {speedup['step']:.2f} times as fast as fp32"
+
+
 def steps_between_reads(accelerator: str) -> int:
     """Steps between reads of the device (the bar's loss, the divergence counters, a DDP stop vote): each is a host
     sync on a GPU, which drains the queue of launched work, and free on the CPU."""
@@ -297,9 +305,8 @@ def build(cfg: DictConfig) -> Run:
     max_time = trainer_cfg.pop("max_time", None)
     measured = trainer_cfg["precision"] == "auto" and not runs_on_gpu(trainer_cfg["accelerator"])
     trainer_cfg["precision"] = resolve_precision(trainer_cfg["precision"], trainer_cfg["accelerator"])
-    log.info("precision: %s%s", trainer_cfg["precision"],
-             f" (on this CPU bf16 ran a convolution's training step {cpu_bf16_speedup()['step']:.2f} times as fast "
-             f"as fp32; trainer.precision=32-true or bf16-mixed decides otherwise)" if measured else "")
+    log.info("precision: %s%s", trainer_cfg["precision"], f" ({bf16_finding()}; trainer.precision=32-true or "
+             f"bf16-mixed decides otherwise)" if measured else "")
     reads = steps_between_reads(trainer_cfg["accelerator"])
     checkpoints = ResumableCheckpoints(output_dir / "checkpoints", checkpoint_every, checkpoint_minutes, reads)
     callbacks = [checkpoints, DivergenceGuard(max_skipped_in_a_row, divergence_advice(cfg, trainer_cfg["precision"]),
