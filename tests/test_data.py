@@ -213,7 +213,6 @@ def test_a_run_that_ends_in_an_error_exits_although_its_workers_ignore_sigterm(t
     run that failed with its workers up hung at exit. It exits now, with its own error and no worker's."""
     write_images(tmp_path / "photos", 4)
     script = f"""
-import itertools
 from omegaconf import OmegaConf
 from impasto.training.data import ImageDataModule, build_train_dataset
 cfg = OmegaConf.create({dict(data_cfg(root=str(tmp_path / "photos")))!r})
