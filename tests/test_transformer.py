@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from impasto.transformer import TransformerConfig, TransformerNet
+from impasto.transformer import HeadConv, TransformerConfig, TransformerNet
 
 
 @pytest.mark.parametrize("down_kernel", [3, 4])
@@ -44,3 +44,35 @@ def test_config_round_trip():
     assert TransformerConfig.from_dict({"widths": [32, 64, 128], "residual_blocks": 5}).down_kernel == 3
     with pytest.raises(ValueError, match="down_kernel"):
         TransformerConfig.from_dict({"widths": [32, 64, 128], "down_kernel": 5})
+
+
+@pytest.mark.parametrize("padding_mode", ["reflect", "zeros"])
+def test_the_heads_input_gradient_by_a_forward_conv_is_the_convs_own(padding_mode):
+    """A training step on the CPU takes the head's input gradient as a forward conv (HeadConv); the output and
+    every gradient are the plain conv's, to float rounding, and the plain conv's path is what the step would
+    otherwise take."""
+    torch.manual_seed(0)
+    head = HeadConv(8, 3, 9, padding=4, padding_mode=padding_mode)
+    plain = torch.nn.Conv2d(8, 3, 9, padding=4, padding_mode=padding_mode)
+    plain.load_state_dict(head.state_dict())
+    x = torch.randn(2, 8, 23, 30)
+    grad = torch.randn(2, 3, 23, 30)
+    results = []
+    for conv in (head, plain):
+        xi = x.clone().requires_grad_(True)
+        y = conv(xi)
+        results.append((y, type(y.grad_fn).__name__))
+        y.backward(grad)
+        results[-1] += (xi.grad, conv.weight.grad, conv.bias.grad)
+    assert results[0][1] == "_InputGradByConvBackward" and results[1][1] == "ConvolutionBackward0", results
+    for ours, theirs in zip(results[0][:1] + results[0][2:], results[1][:1] + results[1][2:]):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():  # out of training the head is a plain conv
+        assert head(x).grad_fn is None
+    assert type(HeadConv(8, 3, 9)(x.requires_grad_(True)).grad_fn).__name__ == "_InputGradByConvBackward"
+
+
+def test_the_network_uses_the_head_conv():
+    net = TransformerNet(TransformerConfig(widths=(4, 8, 12), residual_blocks=1))
+    assert isinstance(net.head[0], HeadConv)
+    assert sum(isinstance(m, HeadConv) for m in net.modules()) == 1

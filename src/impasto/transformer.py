@@ -65,13 +65,51 @@ class StyleNorm(nn.Module):
         return F.instance_norm(x, weight=weight, bias=bias, eps=self.eps)
 
 
+class _InputGradByConv(torch.autograd.Function):
+    """A stride-1, unpadded conv whose input gradient is a forward conv of the output gradient with the kernel
+    flipped and its channels swapped: the same sums as the convolution's own backward, in another order."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.bias = bias is not None
+        return F.conv2d(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        kh, kw = weight.shape[-2:]
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = F.conv2d(grad, weight.flip(2, 3).transpose(0, 1), padding=(kh - 1, kw - 1))
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            _, grad_w, grad_b = torch.ops.aten.convolution_backward(
+                grad, x, weight, [weight.shape[0]] if ctx.bias else None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
+                [False, ctx.needs_input_grad[1], ctx.needs_input_grad[2]])
+        return grad_x, grad_w, grad_b
+
+
+class HeadConv(nn.Conv2d):
+    """The conv to RGB. oneDNN takes the input gradient of a conv with 3 outputs on a slow GEMM path, so a training
+    step on the CPU takes it as a forward conv instead (docs/experiments.md, "The head's input gradient")."""
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if (x.device.type != "cpu" or not x.requires_grad or not torch.is_grad_enabled() or x.dtype != weight.dtype
+                or torch.is_autocast_enabled("cpu") or self.stride != (1, 1) or self.dilation != (1, 1)
+                or self.groups != 1):
+            return super()._conv_forward(x, weight, bias)
+        mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+        padded = F.pad(x, self._reversed_padding_repeated_twice, mode=mode)
+        return _InputGradByConv.apply(padded, weight, bias)
+
+
 class ConvLayer(nn.Sequential):
     """Reflection-padded conv, optional instance norm (one scale and shift per painting) and ReLU."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, norm: bool = True, relu: bool = True,
-                 styles: int = 1):
+                 styles: int = 1, conv: type[nn.Conv2d] = nn.Conv2d):
         layers: list[nn.Module] = [
-            nn.Conv2d(c_in, c_out, kernel, stride, padding=(kernel - 1) // 2, padding_mode="reflect", bias=not norm)
+            conv(c_in, c_out, kernel, stride, padding=(kernel - 1) // 2, padding_mode="reflect", bias=not norm)
         ]
         if norm:
             layers.append(StyleNorm(c_out, styles))
@@ -105,7 +143,7 @@ class TransformerNet(nn.Module):
         # Nearest-neighbour upsampling then a conv, not a transposed conv: no checkerboard artefacts.
         self.up1 = ConvLayer(w3, w2, 3, styles=n)
         self.up2 = ConvLayer(w2, w1, 3, styles=n)
-        self.head = ConvLayer(w1, 3, 9, norm=False, relu=False)
+        self.head = ConvLayer(w1, 3, 9, norm=False, relu=False, conv=HeadConv)
 
     def norms(self) -> list[StyleNorm]:
         return [m for m in self.modules() if isinstance(m, StyleNorm)]
