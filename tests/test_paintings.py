@@ -145,6 +145,11 @@ def test_paintings_train_together_then_a_new_one_on_its_norms_alone(tmp_path, ph
     added = run("train.py", *TINY, "style=udnie", f"init_from={first}", "finetune=norms", "trainer.max_steps=3",
                 "export.name=three", f"export.dir={tmp_path}", f"hydra.run.dir={tmp_path / 'three'}")
     assert added.returncode == 0, added.stderr[-3000:]
+    # the command the run prints to stylize with names the painting: the file holds three
+    hint = (added.stdout + added.stderr).split("stylize with  python stylize.py ")[-1].splitlines()[0]
+    assert hint == f"--style {tmp_path / 'three.safetensors'} --painting udnie PHOTO -o OUT.jpg", hint
+    hinted = run("stylize.py", *hint.replace("PHOTO", str(photo)).replace("OUT.jpg", str(tmp_path / "h.png")).split())
+    assert hinted.returncode == 0 and "style udnie" in hinted.stderr, hinted.stderr
     before, _ = load_style(first)
     after, meta = load_style(tmp_path / "three.safetensors")
     assert [p["name"] for p in meta["paintings"]] == ["starry_night", "the_scream", "udnie"]

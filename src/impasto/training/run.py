@@ -147,8 +147,10 @@ def train(cfg: DictConfig) -> Path | None:
         raise UserError(f"{e}; the trained run is whole in {checkpoints.path}: export it with impasto-export "
                         "once there is room") from None
     stylize = "python stylize.py" if Path(sys.argv[0]).name == "train.py" else "impasto-stylize"
-    log.info("exported %s (%d steps): stylize with  %s --style %s PHOTO -o OUT.jpg",
-             path, trainer.global_step, stylize, path)
+    held = painting_names(meta)  # a file of several paintings is stylized with one of them named
+    painting = f" --painting {held[system.trained[0]]}" if len(held) > 1 else ""
+    log.info("exported %s (%d steps): stylize with  %s --style %s%s PHOTO -o OUT.jpg",
+             path, trainer.global_step, stylize, path, painting)
     return path
 
 
