@@ -57,19 +57,18 @@ def test_the_heads_input_gradient_by_a_forward_conv_is_the_convs_own(padding_mod
     plain.load_state_dict(head.state_dict())
     x = torch.randn(2, 8, 23, 30)
     grad = torch.randn(2, 3, 23, 30)
-    results = []
+    outputs = {}
     for conv in (head, plain):
         xi = x.clone().requires_grad_(True)
         y = conv(xi)
-        results.append((y, type(y.grad_fn).__name__))
         y.backward(grad)
-        results[-1] += (xi.grad, conv.weight.grad, conv.bias.grad)
-    assert results[0][1] == "_InputGradByConvBackward" and results[1][1] == "ConvolutionBackward0", results
-    for ours, theirs in zip(results[0][:1] + results[0][2:], results[1][:1] + results[1][2:]):
+        outputs[type(y.grad_fn).__name__] = [y, xi.grad, conv.weight.grad, conv.bias.grad]
+    assert list(outputs) == ["_InputGradByConvBackward", "ConvolutionBackward0"], list(outputs)
+    for ours, theirs in zip(*outputs.values()):
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
-    with torch.no_grad():  # out of training the head is a plain conv
-        assert head(x).grad_fn is None
-    assert type(HeadConv(8, 3, 9)(x.requires_grad_(True)).grad_fn).__name__ == "_InputGradByConvBackward"
+    assert type(head(x).grad_fn).__name__ == "ConvolutionBackward0"  # no input gradient to take: the plain conv
+    unpadded = HeadConv(8, 3, 9)(x.requires_grad_(True))
+    assert type(unpadded.grad_fn).__name__ == "_InputGradByConvBackward" and unpadded.shape[-2:] == (15, 22)
 
 
 def test_the_network_uses_the_head_conv():
