@@ -18,6 +18,25 @@ def test_gram_is_fp32_under_bf16_autocast():
     assert g.dtype == torch.float32
 
 
+def test_gram_gradient_is_autograds_in_the_features_dtype():
+    """gram's own backward against autograd through the plain formula: equal in fp32, and in bf16 within bf16's
+    rounding, returned in bf16 as autocast's cast back would return it."""
+    weights = torch.randn(2, 6, 6)
+
+    def plain(f):
+        flat = f.float().reshape(2, 6, -1)
+        return torch.bmm(flat, flat.transpose(1, 2)) / flat[0].numel()
+
+    for dtype, tolerance in ((torch.float32, 1e-5), (torch.bfloat16, 1e-2)):
+        f = torch.randn(2, 6, 5, 4, dtype=dtype, requires_grad=True)
+        ours, = torch.autograd.grad((gram(f) * weights).sum(), f)
+        theirs, = torch.autograd.grad((plain(f) * weights).sum(), f)
+        assert ours.dtype == dtype
+        error = (ours.float() - theirs.float()).abs().max() / theirs.float().abs().max()
+        assert error < tolerance, (dtype, error)
+        torch.testing.assert_close(gram(f), plain(f), rtol=0, atol=0)
+
+
 def test_terms_are_zero_for_identical_inputs_and_positive_otherwise():
     a, b = torch.rand(2, 8, 6, 6) + 0.1, torch.rand(2, 8, 6, 6) + 0.1
     assert content_loss(a, a) == 0 and content_loss(a, b) > 0

@@ -23,12 +23,30 @@ def _fp32(device: torch.device):
     return torch.autocast(device.type, enabled=False)
 
 
+class _Gram(torch.autograd.Function):
+    """F Fᵀ / n in fp32 for F of shape (B, C, N) in any dtype, and its gradient (g + gᵀ) F / n as one product in F's
+    dtype. Autograd's own gradient is two products and the sum of one with the other's transpose, a strided pass over
+    a (B, C, N) tensor that cost more than the products (docs/experiments.md, "The Gram's gradient")."""
+
+    @staticmethod
+    def forward(ctx, f: torch.Tensor, n: int) -> torch.Tensor:
+        ctx.save_for_backward(f)
+        ctx.n = n
+        f32 = f.float()
+        return torch.bmm(f32, f32.transpose(1, 2)) / n
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (f,) = ctx.saved_tensors
+        with _fp32(f.device):  # a bf16 F gets a bf16 gradient, as autocast's cast back would have made it
+            return torch.bmm(((g + g.transpose(1, 2)) / ctx.n).to(f.dtype), f), None
+
+
 def gram(features: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, C), normalised by C·H·W, computed in fp32."""
     b, c, h, w = features.shape
     with _fp32(features.device):
-        f = features.float().reshape(b, c, h * w)
-        return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
+        return _Gram.apply(features.reshape(b, c, h * w), c * h * w)
 
 
 def content_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
