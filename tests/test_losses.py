@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 import torch
 
@@ -20,18 +22,19 @@ def test_gram_is_fp32_under_bf16_autocast():
 
 def test_gram_gradient_is_autograds_in_the_features_dtype():
     """gram's own backward against autograd through the plain formula: equal in fp32, and in bf16 within bf16's
-    rounding, returned in bf16 as autocast's cast back would return it."""
+    rounding, returned in bf16 as autocast's cast back would return it, and in the features' layout."""
     weights = torch.randn(2, 6, 6)
 
     def plain(f):
         flat = f.float().reshape(2, 6, -1)
         return torch.bmm(flat, flat.transpose(1, 2)) / flat[0].numel()
 
-    for dtype, tolerance in ((torch.float32, 1e-5), (torch.bfloat16, 1e-2)):
-        f = torch.randn(2, 6, 5, 4, dtype=dtype, requires_grad=True)
+    for (dtype, tolerance), layout in itertools.product(((torch.float32, 1e-5), (torch.bfloat16, 1e-2)),
+                                                       (torch.contiguous_format, torch.channels_last)):
+        f = torch.randn(2, 6, 5, 4, dtype=dtype).contiguous(memory_format=layout).requires_grad_()
         ours, = torch.autograd.grad((gram(f) * weights).sum(), f)
         theirs, = torch.autograd.grad((plain(f) * weights).sum(), f)
-        assert ours.dtype == dtype
+        assert ours.dtype == dtype and ours.is_contiguous(memory_format=layout)
         error = (ours.float() - theirs.float()).abs().max() / theirs.float().abs().max()
         assert error < tolerance, (dtype, error)
         torch.testing.assert_close(gram(f), plain(f), rtol=0, atol=0)

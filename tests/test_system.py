@@ -36,7 +36,7 @@ def fit_recording_lr(tmp_path, max_steps: int, ckpt_path=None, save: str | None 
 
 
 def fit(tmp_path, system: StyleTransferSystem, max_steps: int, ckpt_path=None, save: str | None = None,
-        seen: list[float] | None = None, callbacks: tuple[pl.Callback, ...] = ()) -> None:
+        seen: list[float] | None = None, callbacks: tuple[pl.Callback, ...] = (), precision: str = "32-true") -> None:
     """Train on 12 random 32 px images, batch 2; `seen` collects each step's lr."""
     seen = [] if seen is None else seen
 
@@ -46,10 +46,21 @@ def fit(tmp_path, system: StyleTransferSystem, max_steps: int, ckpt_path=None, s
 
     trainer = pl.Trainer(accelerator="cpu", max_steps=max_steps, logger=False, enable_checkpointing=False,
                          enable_model_summary=False, enable_progress_bar=False, callbacks=[Record(), *callbacks],
-                         default_root_dir=tmp_path)
+                         default_root_dir=tmp_path, precision=precision)
     trainer.fit(system, DataLoader(torch.rand(12, 3, 32, 32), batch_size=2), ckpt_path=ckpt_path)
     if save:
         trainer.save_checkpoint(tmp_path / save)
+
+
+def test_a_bf16_step_on_the_cpu_runs_in_channels_last_and_goes_on_from_an_fp32_runs_state(tmp_path):
+    fit(tmp_path, tiny_system(), 2, save="fp32.ckpt")
+    system = tiny_system()
+    fit(tmp_path, system, 4, ckpt_path=tmp_path / "fp32.ckpt", precision="bf16-mixed")
+    weights = [p for p in system.transformer.parameters() if p.dim() == 4]
+    assert all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in weights)
+    assert system.trainer.global_step == 4 and torch.isfinite(system.last_loss)
+    for weight, state in system.trainer.optimizers[0].state.items():  # the fused step pairs them by memory order
+        assert state["exp_avg"].stride() == state["exp_avg_sq"].stride() == weight.stride()
 
 
 def test_the_cosine_schedule_decays_the_learning_rate_step_by_step_and_resumes_where_it_stopped(tmp_path):

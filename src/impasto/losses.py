@@ -26,27 +26,31 @@ def _fp32(device: torch.device):
 class _Gram(torch.autograd.Function):
     """F Fᵀ / n in fp32 for F of shape (B, C, N) in any dtype, and its gradient (g + gᵀ) F / n as one product in F's
     dtype. Autograd's own gradient is two products and the sum of one with the other's transpose, a strided pass over
-    a (B, C, N) tensor that cost more than the products (docs/experiments.md, "The Gram's gradient")."""
+    a (B, C, N) tensor that cost more than the products (docs/experiments.md, "The Gram's gradient"). With `rows`, F
+    is (B, N, C), channels_last's own order, and the Gram is Fᵀ F."""
 
     @staticmethod
-    def forward(ctx, f: torch.Tensor, n: int) -> torch.Tensor:
+    def forward(ctx, f: torch.Tensor, n: int, rows: bool) -> torch.Tensor:
         ctx.save_for_backward(f)
-        ctx.n = n
+        ctx.n, ctx.rows = n, rows
         f32 = f.float()
-        return torch.bmm(f32, f32.transpose(1, 2)) / n
+        return torch.bmm(f32.transpose(1, 2), f32) / n if rows else torch.bmm(f32, f32.transpose(1, 2)) / n
 
     @staticmethod
-    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (f,) = ctx.saved_tensors
         with _fp32(f.device):  # a bf16 F gets a bf16 gradient, as autocast's cast back would have made it
-            return torch.bmm(((g + g.transpose(1, 2)) / ctx.n).to(f.dtype), f), None
+            both = ((g + g.transpose(1, 2)) / ctx.n).to(f.dtype)
+            return (torch.bmm(f, both) if ctx.rows else torch.bmm(both, f)), None, None
 
 
 def gram(features: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, C), normalised by C·H·W, computed in fp32."""
     b, c, h, w = features.shape
     with _fp32(features.device):
-        return _Gram.apply(features.reshape(b, c, h * w), c * h * w)
+        if features.is_contiguous(memory_format=torch.channels_last):  # read in place, not transposed
+            return _Gram.apply(features.permute(0, 2, 3, 1).reshape(b, h * w, c), c * h * w, True)
+        return _Gram.apply(features.reshape(b, c, h * w), c * h * w, False)
 
 
 def content_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -160,7 +160,7 @@ class StyleTransferSystem(pl.LightningModule):
     # --- hooks, in Lightning's order -------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         # The layout is set before DDP and the optimizer see the parameters; moving to the GPU keeps it.
-        self._layout = conv_memory_format(self.trainer.strategy.root_device)
+        self._layout = conv_memory_format(self.trainer.strategy.root_device, str(self.trainer.precision))
         self.to(memory_format=self._layout)
 
     def configure_optimizers(self):
@@ -178,11 +178,21 @@ class StyleTransferSystem(pl.LightningModule):
         if self.lr_schedule is not None:  # a resumed run goes on with its own settings (window, steps, ...)
             vars(self.lr_schedule).update(self._schedule_settings)
         self._take_configured_lr()
+        self._state_in_weights_layout()
         self._clock = (time.perf_counter(), self.global_step)
         self._sitting_clock, self._cpu_clock = self._clock[0], time.process_time()
         if self.global_step == 0:  # the untrained network: the baseline for every later grid (not on resume)
             self._log_preview()
         self._start_average()
+
+    def _state_in_weights_layout(self) -> None:
+        """Adam's moments laid out as their weights: fp32 and bf16 train in different layouts on the CPU, and the fused
+        step pairs a weight's elements with its moments' by their order in memory, not by index."""
+        for optimizer in self.trainer.optimizers:
+            for weight, state in optimizer.state.items():
+                for key, value in state.items():
+                    if torch.is_tensor(value) and value.shape == weight.shape and value.stride() != weight.stride():
+                        state[key] = torch.empty_like(weight).copy_(value)
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         batch = batch.contiguous(memory_format=self._layout)
