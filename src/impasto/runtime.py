@@ -145,7 +145,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
-def conv_memory_format(device: torch.device, precision: str = "32-true") -> torch.memory_format:
+def conv_memory_format(device: torch.device, precision: str) -> torch.memory_format:
     """Training's layout: channels_last on CUDA, where cuDNN's bf16 tensor-core convolutions want it (not yet timed
     against the default layout there: one-image passes, timed, were faster without it), and on the CPU in bf16, where
     oneDNN's bf16 kernels take it without reordering every map (1.31 times the steps an hour on an AMX Xeon); the

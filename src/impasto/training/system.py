@@ -160,7 +160,7 @@ class StyleTransferSystem(pl.LightningModule):
     # --- hooks, in Lightning's order -------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         # The layout is set before DDP and the optimizer see the parameters; moving to the GPU keeps it.
-        self._layout = conv_memory_format(self.trainer.strategy.root_device, str(self.trainer.precision))
+        self._layout = conv_memory_format(self.trainer.strategy.root_device, self.trainer.precision)
         self.to(memory_format=self._layout)
 
     def configure_optimizers(self):
