@@ -75,3 +75,26 @@ def test_the_network_uses_the_head_conv():
     net = TransformerNet(TransformerConfig(widths=(4, 8, 12), residual_blocks=1))
     assert isinstance(net.head[0], HeadConv)
     assert sum(isinstance(m, HeadConv) for m in net.modules()) == 1
+
+
+def test_a_channels_last_pass_stays_channels_last_through_the_norms_and_computes_what_the_default_layout_does():
+    """instance_norm alone answers in the default layout, which made every convolution after a norm reorder its
+    input and its gradient; the norms hand channels_last back."""
+    torch.manual_seed(0)
+    net = TransformerNet(TransformerConfig(widths=(8, 16, 32), residual_blocks=2, down_kernel=4, styles=2))
+    cl = torch.channels_last
+    last = net.to(memory_format=cl).train()
+    x = torch.rand(2, 3, 32, 40)
+    layouts = []
+    for norm in last.norms():
+        norm.register_forward_hook(lambda m, i, out: layouts.append(out.is_contiguous(memory_format=cl)))
+    y_last = last(x.contiguous(memory_format=cl))
+    assert layouts and all(layouts) and y_last.is_contiguous(memory_format=cl)
+    grads_last = torch.autograd.grad(y_last.square().mean(), list(last.parameters()))
+    plain = TransformerNet(net.config)
+    plain.load_state_dict(net.state_dict())
+    y_plain = plain.train()(x)
+    assert y_plain.is_contiguous()
+    torch.testing.assert_close(y_last, y_plain, rtol=1e-4, atol=1e-5)
+    for g_last, g_plain in zip(grads_last, torch.autograd.grad(y_plain.square().mean(), list(plain.parameters()))):
+        torch.testing.assert_close(g_last, g_plain, rtol=1e-3, atol=1e-6)

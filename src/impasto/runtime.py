@@ -148,8 +148,8 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 def conv_memory_format(device: torch.device, precision: str) -> torch.memory_format:
     """Training's layout: channels_last on CUDA, where cuDNN's bf16 tensor-core convolutions want it (not yet timed
     against the default layout there: one-image passes, timed, were faster without it), and on the CPU in bf16, where
-    oneDNN's bf16 kernels take it without reordering every map (1.31 times the steps an hour on an AMX Xeon); the
-    default in fp32 on the CPU, where channels_last measured slower (docs/experiments.md)."""
+    oneDNN's bf16 kernels take it without reordering every map; the default in fp32 on the CPU, where channels_last
+    measured slower (docs/benchmarks.md)."""
     if device.type == "cuda" or (device.type == "cpu" and precision.startswith("bf16")):
         return torch.channels_last
     return torch.contiguous_format

@@ -62,7 +62,11 @@ class StyleNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self.affine()
-        return F.instance_norm(x, weight=weight, bias=bias, eps=self.eps)
+        y = F.instance_norm(x, weight=weight, bias=bias, eps=self.eps)
+        # instance_norm answers in the default layout whatever it is given; handing the next convolution channels_last
+        # back costs one copy where it would otherwise reorder its input and its gradient (docs/experiments.md)
+        last = torch.channels_last
+        return y.contiguous(memory_format=last) if x.is_contiguous(memory_format=last) else y
 
 
 class _InputGradByConv(torch.autograd.Function):
