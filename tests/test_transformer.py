@@ -81,9 +81,9 @@ def test_a_channels_last_pass_stays_channels_last_through_the_norms_and_computes
     """instance_norm alone answers in the default layout, which made every convolution after a norm reorder its
     input and its gradient; the norms hand channels_last back."""
     torch.manual_seed(0)
-    net = TransformerNet(TransformerConfig(widths=(8, 16, 32), residual_blocks=2, down_kernel=4, styles=2))
     cl = torch.channels_last
-    last = net.to(memory_format=cl).train()
+    last = TransformerNet(TransformerConfig(widths=(8, 16, 32), residual_blocks=2, down_kernel=4, styles=2))
+    last.to(memory_format=cl).train()
     x = torch.rand(2, 3, 32, 40)
     layouts = []
     for norm in last.norms():
@@ -91,8 +91,8 @@ def test_a_channels_last_pass_stays_channels_last_through_the_norms_and_computes
     y_last = last(x.contiguous(memory_format=cl))
     assert layouts and all(layouts) and y_last.is_contiguous(memory_format=cl)
     grads_last = torch.autograd.grad(y_last.square().mean(), list(last.parameters()))
-    plain = TransformerNet(net.config)
-    plain.load_state_dict(net.state_dict())
+    plain = TransformerNet(last.config)
+    plain.load_state_dict(last.state_dict())
     y_plain = plain.train()(x)
     assert y_plain.is_contiguous()
     torch.testing.assert_close(y_last, y_plain, rtol=1e-4, atol=1e-5)
