@@ -37,7 +37,42 @@ def test_gram_gradient_is_autograds_in_the_features_dtype():
         assert ours.dtype == dtype and ours.is_contiguous(memory_format=layout)
         error = (ours.float() - theirs.float()).abs().max() / theirs.float().abs().max()
         assert error < tolerance, (dtype, error)
-        torch.testing.assert_close(gram(f), plain(f), rtol=0, atol=0)
+        # fp32: the same sums; bf16: accumulated in fp32 and rounded once, within 2⁻⁸ of each entry
+        torch.testing.assert_close(gram(f), plain(f), rtol=0 if dtype == torch.float32 else 2**-8, atol=1e-6)
+
+
+def test_fp16_maps_are_summed_in_fp32():
+    """A Gram entry of VGG's fp16 maps overflows fp16's 65,504: fp16 maps are summed as fp32 ones."""
+    f = torch.full((1, 4, 64, 64), 200.0, dtype=torch.float16, requires_grad=True)
+    torch.testing.assert_close(gram(f), gram(f.detach().float()))
+    target = torch.full_like(f, 199.0).detach()
+    scaled = content_loss(f, target) * 2**16  # as a gradient scaler scales fp16 training's loss
+    grad, = torch.autograd.grad(scaled, f)
+    expected, = torch.autograd.grad(content_loss(f.float(), target.float()) * 2**16, f)
+    assert grad.dtype == torch.float16 and (grad > 0).all()
+    torch.testing.assert_close(grad.float(), expected.float(), rtol=1e-3, atol=0)
+
+
+def test_content_loss_is_the_plain_formula_and_its_gradient():
+    """content_loss's own backward against autograd through the formula, in fp32 and bf16, in the maps' dtype and
+    layout; its value within bf16's rounding of the difference."""
+    def plain(output, target):
+        error = (output.float() - target.float()).square().mean(dim=(1, 2, 3))
+        return (error / target.float().square().mean(dim=(1, 2, 3))).mean()
+
+    torch.manual_seed(0)
+    for (dtype, tolerance), layout in itertools.product(((torch.float32, 1e-5), (torch.bfloat16, 1e-2)),
+                                                       (torch.contiguous_format, torch.channels_last)):
+        target = (torch.rand(3, 8, 6, 5) * torch.tensor([1.0, 10, 0.1]).view(3, 1, 1, 1)).to(dtype)
+        output = (target + torch.randn_like(target.float()) * 0.3).to(dtype)
+        output = output.contiguous(memory_format=layout).requires_grad_()
+        ours, theirs = content_loss(output, target), plain(output, target)
+        assert ours.dtype == torch.float32
+        torch.testing.assert_close(ours, theirs, rtol=tolerance, atol=0)
+        (g_ours,), (g_theirs,) = (torch.autograd.grad(x, output) for x in (ours, theirs))
+        assert g_ours.dtype == dtype and g_ours.is_contiguous(memory_format=layout)
+        error = (g_ours.float() - g_theirs.float()).abs().max() / g_theirs.float().abs().max()
+        assert error < tolerance, (dtype, error)
 
 
 def test_terms_are_zero_for_identical_inputs_and_positive_otherwise():

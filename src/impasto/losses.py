@@ -8,7 +8,8 @@ loss network (Caffe VGG19 activations are ~50x torchvision's, and layers differ 
 - tv        = mean (y[i+1, j] - y[i, j])² + mean (y[i, j+1] - y[i, j])², on RGB in [0, 1]
 So content_l and style_l are 0 for a perfect match and about 1 for an unrelated image.
 Each term is averaged over the batch. total = content_weight·Σ w_l content_l + style_weight·Σ w_l style_l
-+ tv_weight·tv. Gram and loss arithmetic run in fp32 even under autocast: bf16 Grams lose too much precision.
++ tv_weight·tv. Each term comes out in fp32 under autocast. Its sums over the maps run on the maps' own dtype with
+fp32 accumulation: casting the early maps to fp32 first cost a fifth of a bf16 CPU step (docs/experiments.md).
 """
 
 from collections.abc import Mapping, Sequence
@@ -24,17 +25,17 @@ def _fp32(device: torch.device):
 
 
 class _Gram(torch.autograd.Function):
-    """F Fᵀ / n in fp32 for F of shape (B, C, N) in any dtype, and its gradient (g + gᵀ) F / n as one product in F's
-    dtype. Autograd's own gradient is two products and the sum of one with the other's transpose, a strided pass over
-    a (B, C, N) tensor that cost more than the products (docs/experiments.md, "The Gram's gradient"). With `rows`, F
-    is (B, N, C), channels_last's own order, and the Gram is Fᵀ F."""
+    """F Fᵀ / n in fp32 for F of shape (B, C, N) in any dtype, and its gradient (g + gᵀ) F / n, each one product in
+    F's dtype. The forward product accumulates in fp32 and rounds once (bf16: 2⁻⁹ of an entry). Autograd's own
+    gradient is two products and the sum of one with the other's transpose, a strided pass over a (B, C, N) tensor
+    that cost more than the products (docs/experiments.md, "The Gram's gradient"). With `rows`, F is (B, N, C),
+    channels_last's own order, and the Gram is Fᵀ F."""
 
     @staticmethod
     def forward(ctx, f: torch.Tensor, n: int, rows: bool) -> torch.Tensor:
         ctx.save_for_backward(f)
         ctx.n, ctx.rows = n, rows
-        f32 = f.float()
-        return torch.bmm(f32.transpose(1, 2), f32) / n if rows else torch.bmm(f32, f32.transpose(1, 2)) / n
+        return (torch.bmm(f.transpose(1, 2), f) if rows else torch.bmm(f, f.transpose(1, 2))).float() / n
 
     @staticmethod
     def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:
@@ -44,23 +45,50 @@ class _Gram(torch.autograd.Function):
             return (torch.bmm(f, both) if ctx.rows else torch.bmm(both, f)), None, None
 
 
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """x, or x in fp32 where its dtype's range is too small for the sums below (fp16: a Gram entry overflows)."""
+    return x.float() if x.dtype == torch.float16 else x
+
+
 def gram(features: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, C, C), normalised by C·H·W, computed in fp32."""
+    """(B, C, H, W) -> (B, C, C), normalised by C·H·W, in fp32."""
     b, c, h, w = features.shape
     with _fp32(features.device):
+        features = _wide(features)
         if features.is_contiguous(memory_format=torch.channels_last):  # read in place, not transposed
             return _Gram.apply(features.permute(0, 2, 3, 1).reshape(b, h * w, c), c * h * w, True)
         return _Gram.apply(features.reshape(b, c, h * w), c * h * w, False)
 
 
+def _mean_square(x: torch.Tensor) -> torch.Tensor:
+    """(B,) mean of squares per image, summed in fp32."""
+    return torch.linalg.vector_norm(x, dim=tuple(range(1, x.dim())), dtype=torch.float32).square() / x[0].numel()
+
+
+class _Content(torch.autograd.Function):
+    """content_loss in one pass each way: the difference in the maps' dtype, its gradient 2·d / (B·n·‖c‖²/n) in it."""
+
+    @staticmethod
+    def forward(ctx, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        d = output - target
+        energy = _mean_square(target).clamp_min(1e-12)
+        ctx.save_for_backward(d, energy)
+        return (_mean_square(d) / energy).mean()
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+        d, energy = ctx.saved_tensors
+        scale = 2 * g / (d.shape[0] * d[0].numel() * energy)
+        return d * scale.to(d.dtype).view(-1, *[1] * (d.dim() - 1)), None
+
+
 def content_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Relative squared error per image, averaged over the batch: a batch split between DDP processes gives the
-    same loss, and so the same gradient, as the whole batch in one process."""
+    same loss, and so the same gradient, as the whole batch in one process. The target is a constant: no gradient
+    reaches it."""
     with _fp32(output.device):
-        target = target.float()
-        dims = tuple(range(1, target.dim()))
-        error = (output.float() - target).square().mean(dim=dims)
-        return (error / target.square().mean(dim=dims).clamp_min(1e-12)).mean()
+        output = _wide(output)
+        return _Content.apply(output, target.to(output.dtype))
 
 
 def gram_energy(target_gram: torch.Tensor) -> torch.Tensor:
