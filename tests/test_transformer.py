@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from impasto.transformer import HeadConv, TransformerConfig, TransformerNet
+from impasto.transformer import ConvLayer, HeadConv, PaddedConv, TransformerConfig, TransformerNet
 
 
 @pytest.mark.parametrize("down_kernel", [3, 4])
@@ -98,3 +98,38 @@ def test_a_channels_last_pass_stays_channels_last_through_the_norms_and_computes
     torch.testing.assert_close(y_last, y_plain, rtol=1e-4, atol=1e-5)
     for g_last, g_plain in zip(grads_last, torch.autograd.grad(y_plain.square().mean(), list(plain.parameters()))):
         torch.testing.assert_close(g_last, g_plain, rtol=1e-3, atol=1e-6)
+
+
+def test_a_reflected_conv_under_bf16_autocast_pads_in_bf16_and_computes_what_the_plain_conv_does():
+    """CPU autocast pads in fp32: the plain conv casts the whole map up and the padded map down, each way. Ours casts
+    no map, with the same output and the same gradients (the border's sums rounded in bf16 instead of fp32)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class MapCasts(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._to_copy.default and args[0].dim() == 4 and args[0].shape[0] == 2:
+                self.count += 1  # a cast of a (2, C, H, W) map, not of a weight
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    ours = PaddedConv(8, 16, 3, padding=1, padding_mode="reflect")
+    plain = torch.nn.Conv2d(8, 16, 3, padding=1, padding_mode="reflect")
+    plain.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 8, 20, 24).bfloat16()
+    results = []
+    for conv in (ours, plain):
+        xi = x.clone().requires_grad_(True)
+        with MapCasts() as casts:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                y = conv(xi)
+            y.square().mean().backward()
+        results.append((casts.count, y, xi.grad, conv.weight.grad))
+    (count, *ours_out), (plain_count, *plain_out) = results
+    assert count == 0 and plain_count >= 4, (count, plain_count)
+    for a, b in zip(ours_out, plain_out):
+        torch.testing.assert_close(a.float(), b.float(), rtol=2e-2, atol=1e-2)
+    assert all(isinstance(m[0], PaddedConv) for m in TransformerNet().modules() if isinstance(m, ConvLayer))

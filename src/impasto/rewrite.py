@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .transformer import TransformerNet
+from .transformer import TransformerNet, pad
 
 # Which of a 3×3 kernel's rows (or columns) land on the small map's rows -1, 0, +1, for the doubled map's even (0)
 # and odd (1) rows.
@@ -77,9 +77,9 @@ class CPUTransformer(nn.Module):
         x = F.pad(x, pads, mode="reflect")
         y = net.residuals(net.down2(net.down1(net.stem(x))))
         for layer, weight in ((net.up1, self.up1), (net.up2, self.up2)):
-            y = F.pixel_shuffle(F.conv2d(F.pad(y, (1, 1, 1, 1), mode="replicate"), weight), 2)
+            y = F.pixel_shuffle(F.conv2d(pad(y, (1, 1, 1, 1), "replicate"), weight), 2)
             y = layer[2](layer[1](y))  # the norm, then the ReLU
         p = self.head_pad  # the map's sides are multiples of 4 (pads), so folding by 2 takes it whole
-        y = F.pixel_unshuffle(F.pad(y, (p, p, p, p), mode="reflect"), 2)
+        y = F.pixel_unshuffle(pad(y, (p, p, p, p), "reflect"), 2)
         y = F.pixel_shuffle(F.conv2d(y, self.head, self.head_bias), 2)
         return net.unpad(y, pads, h, w)

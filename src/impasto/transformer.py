@@ -1,5 +1,6 @@
 """Johnson et al.'s image transformation network: a residual encoder-decoder, one forward pass per image."""
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -93,7 +94,24 @@ class _InputGradByConv(torch.autograd.Function):
         return grad_x, grad_w, grad_b
 
 
-class HeadConv(nn.Conv2d):
+def pad(x: torch.Tensor, pads: Sequence[int], mode: str) -> torch.Tensor:
+    """F.pad in x's own dtype. CPU autocast pads in fp32: the map cast up, padded and cast back down for the next
+    conv, and the same two casts around the pad's backward, for a copy of values."""
+    with torch.autocast(x.device.type, enabled=False):
+        return F.pad(x, pads, mode=mode)
+
+
+class PaddedConv(nn.Conv2d):
+    """A conv whose reflection (or other) padding runs in its input's dtype (`pad`)."""
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if self.padding_mode == "zeros":
+            return super()._conv_forward(x, weight, bias)
+        x = pad(x, self._reversed_padding_repeated_twice, self.padding_mode)
+        return F.conv2d(x, weight, bias, self.stride, 0, self.dilation, self.groups)
+
+
+class HeadConv(PaddedConv):
     """The conv to RGB. oneDNN takes the input gradient of a conv with 3 outputs on a slow GEMM path, so a training
     step on the CPU takes it as a forward conv instead (docs/experiments.md, "The head's input gradient")."""
 
@@ -103,7 +121,7 @@ class HeadConv(nn.Conv2d):
                 or self.groups != 1):
             return super()._conv_forward(x, weight, bias)
         mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
-        padded = F.pad(x, self._reversed_padding_repeated_twice, mode=mode)
+        padded = pad(x, self._reversed_padding_repeated_twice, mode)
         return _InputGradByConv.apply(padded, weight, bias)
 
 
@@ -111,7 +129,7 @@ class ConvLayer(nn.Sequential):
     """Reflection-padded conv, optional instance norm (one scale and shift per painting) and ReLU."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, norm: bool = True, relu: bool = True,
-                 styles: int = 1, conv: type[nn.Conv2d] = nn.Conv2d):
+                 styles: int = 1, conv: type[nn.Conv2d] = PaddedConv):
         layers: list[nn.Module] = [
             conv(c_in, c_out, kernel, stride, padding=(kernel - 1) // 2, padding_mode="reflect", bias=not norm)
         ]
