@@ -8,8 +8,8 @@ loss network (Caffe VGG19 activations are ~50x torchvision's, and layers differ 
 - tv        = mean (y[i+1, j] - y[i, j])² + mean (y[i, j+1] - y[i, j])², on RGB in [0, 1]
 So content_l and style_l are 0 for a perfect match and about 1 for an unrelated image.
 Each term is averaged over the batch. total = content_weight·Σ w_l content_l + style_weight·Σ w_l style_l
-+ tv_weight·tv. Each term comes out in fp32 under autocast. Its sums over the maps run on the maps' own dtype with
-fp32 accumulation: casting the early maps to fp32 first cost a fifth of a bf16 CPU step (docs/experiments.md).
++ tv_weight·tv. Each term comes out in fp32 under autocast; its sums over the maps run on the maps' own dtype with
+fp32 accumulation, not on fp32 copies of them (docs/experiments.md, "The loss's sums in bf16").
 """
 
 from collections.abc import Mapping, Sequence
@@ -66,7 +66,8 @@ def _mean_square(x: torch.Tensor) -> torch.Tensor:
 
 
 class _Content(torch.autograd.Function):
-    """content_loss in one pass each way: the difference in the maps' dtype, its gradient 2·d / (B·n·‖c‖²/n) in it."""
+    """content_loss in one pass each way: d = output - target in the maps' dtype, and its gradient
+    2·d / (B · n · mean target²), n a map's size, in the same dtype."""
 
     @staticmethod
     def forward(ctx, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
