@@ -25,11 +25,11 @@ def _fp32(device: torch.device):
 
 
 class _Gram(torch.autograd.Function):
-    """F Fᵀ / n in fp32 for F of shape (B, C, N) in any dtype, and its gradient (g + gᵀ) F / n, each one product in
-    F's dtype. The forward product accumulates in fp32 and rounds once (bf16: 2⁻⁹ of an entry). Autograd's own
-    gradient is two products and the sum of one with the other's transpose, a strided pass over a (B, C, N) tensor
-    that cost more than the products (docs/experiments.md, "The Gram's gradient"). With `rows`, F is (B, N, C),
-    channels_last's own order, and the Gram is Fᵀ F."""
+    """F Fᵀ / n in fp32 for F of shape (B, C, N) in fp32 or bf16 (`gram` widens fp16), and its gradient
+    (g + gᵀ) F / n, each one product in F's dtype. The forward product accumulates in fp32 and rounds once (bf16: 2⁻⁹
+    of an entry). Autograd's own gradient is two products and the sum of one with the other's transpose, a strided
+    pass over a (B, C, N) tensor that cost more than the products (docs/experiments.md, "The Gram's gradient"). With
+    `rows`, F is (B, N, C), channels_last's own order, and the Gram is Fᵀ F."""
 
     @staticmethod
     def forward(ctx, f: torch.Tensor, n: int, rows: bool) -> torch.Tensor:
