@@ -268,6 +268,55 @@ def test_the_web_library_offers_each_painting_of_a_file_by_name(tmp_path):
         library.stylizer("a", ("c", 0.5))
 
 
+def test_a_painting_of_its_own_is_offered_before_its_file_of_several_and_blends_through_that_file(tmp_path):
+    from impasto.web.library import StyleLibrary
+
+    torch.manual_seed(6)
+    pair = randomized(TransformerNet(TransformerConfig(**{**SMALL.__dict__, "styles": 2})))
+    meta = {"style": "pair", "steps": 0, "paintings": [{"name": n, "style_image": f"{n}.jpg", "style_size": 64,
+                                                        "style_blend": [1.0]} for n in ("s", "t")]}
+    save_style(tmp_path / "pair.safetensors", pair, meta)
+    alone = randomized(TransformerNet(SMALL))  # "s" trained further in a network of its own, named after "pair"
+    save_style(tmp_path / "s.safetensors", alone, {"style": "s", "steps": 0})
+    library = StyleLibrary([tmp_path], device="cpu", precision="fp32")
+    assert library.styles["s"].path.name == "s.safetensors" and library.styles["t"].path.name == "pair.safetensors"
+    x = torch.rand(1, 3, 32, 32)
+    torch.testing.assert_close(library.stylizer("s").raw(x), alone(x))
+    assert library.partners("s") == ["t"] and library.partners("t") == ["s"]
+    pair.select(parse_mix("s:0.75,t:0.25", ["s", "t"]))
+    torch.testing.assert_close(library.stylizer("s", ("t", 0.25)).raw(x), pair(x))
+
+
+def test_a_sheet_shows_a_painting_with_a_file_of_its_own_once_from_that_file(tmp_path, monkeypatch, capsys):
+    from impasto import lookup
+    from impasto.cli import stylize
+    from impasto.images import load_image
+
+    pair = randomized(TransformerNet(TransformerConfig(**{**SMALL.__dict__, "styles": 2})))
+    meta = {"style": "pair", "steps": 0, "paintings": [{"name": n, "style_image": f"{n}.jpg", "style_size": 64,
+                                                        "style_blend": [1.0]} for n in ("s", "t")]}
+    save_style(tmp_path / "shipped" / "pair.safetensors", pair, meta)
+    save_style(tmp_path / "shipped" / "s.safetensors", randomized(TransformerNet(SMALL), 1), {"style": "s", "steps": 0})
+    monkeypatch.setattr(lookup, "shipped_folder", lambda model="full": tmp_path / "shipped")
+    from PIL import Image
+
+    from impasto.inference import Stylizer
+
+    loaded, from_style = [], Stylizer.from_style.__func__
+
+    def recording(cls, path, device, precision, painting, **options):
+        loaded.append((path.name, painting))
+        return from_style(cls, path, device, precision, painting, **options)
+
+    monkeypatch.setattr(Stylizer, "from_style", classmethod(recording))
+    Image.new("RGB", (40, 30), (120, 80, 40)).save(tmp_path / "photo.png")
+    stylize.main(["--sheet", str(tmp_path / "photo.png"), "-o", str(tmp_path / "sheet.png"), "--size", "32",
+                  "--device", "cpu"])
+    assert "a sheet of 2 paintings" in capsys.readouterr().err
+    assert loaded == [("s.safetensors", "s"), ("pair.safetensors", "t")]  # s once, from its file of its own
+    assert load_image(tmp_path / "sheet.png", "sheet").width >= 3 * 32
+
+
 def test_a_half_precision_snapshot_paints_as_its_fp32_network_within_50_db(tmp_path):
     torch.manual_seed(5)
     net = randomized(TransformerNet(SMALL))

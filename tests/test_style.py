@@ -42,3 +42,14 @@ def test_a_style_is_found_by_name_in_checkpoints_then_among_the_shipped_ones(tmp
     assert find_style("elsewhere/none.safetensors") == (Path("elsewhere/none.safetensors"), None)  # a path stays
     with pytest.raises(UserError, match="no style named 'monet'.*starry_night"):
         find_style("monet")
+
+
+def test_a_blend_finds_the_file_that_holds_all_its_paintings_past_a_painting_of_its_own(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    net = TransformerNet(TransformerConfig(widths=(4, 8, 16), residual_blocks=1))
+    save_style(tmp_path / "checkpoints" / "starry_night.safetensors", net, {"style": "starry_night"})
+    spec = "starry_night:0.5,the_scream:0.5"  # the retrained Starry Night alone cannot blend: the shipped file can
+    assert find_style(spec) == (SHIPPED_STYLES / "paintings.safetensors", spec)
+    assert find_style("starry_night:1") == (Path("checkpoints/starry_night.safetensors"), "starry_night:1")
+    with pytest.raises(UserError, match="no style file holds all of monet, starry_night"):
+        find_style("starry_night:0.5,monet:0.5")

@@ -73,7 +73,7 @@ def find_style(arg: str, model: str = "full") -> tuple[Path, str | None]:
     shipped = shipped_folder(model)
     path = Path(arg).expanduser()
     if not path.exists() and ("," in arg or ":" in arg) and len(path.parts) == 1:  # a blend of paintings
-        return find_style(arg.split(",")[0].partition(":")[0].strip(), model)[0], arg
+        return blend_file(arg, model), arg
     if path.exists() or path.suffix or len(path.parts) != 1:
         return path, None
     for candidate in (TRAINED_STYLES / f"{arg}.safetensors", shipped / f"{arg}.safetensors"):
@@ -87,6 +87,20 @@ def find_style(arg: str, model: str = "full") -> tuple[Path, str | None]:
                 return candidate, arg
     raise UserError(f"no style named {arg!r} in checkpoints/ or among the shipped styles "
                     f"({', '.join(shipped_styles(model))}): pass a style's name or its .safetensors file")
+
+
+def blend_file(spec: str, model: str = "full") -> Path:
+    """The file a blend's paintings are mixed in: its first painting's, else the first file that holds them all (a
+    painting may also have a file of its own, which cannot blend)."""
+    names = {part.partition(":")[0].strip() for part in spec.split(",")}
+    first = find_style(spec.split(",")[0].partition(":")[0].strip(), model)[0]
+    for candidate in (first, *sorted(TRAINED_STYLES.glob("*.safetensors")),
+                      *sorted(shipped_folder(model).glob("*.safetensors"))):
+        meta = header_meta(candidate)
+        if meta and names <= set(painting_names(meta)):
+            return candidate
+    raise UserError(f"{spec}: no style file holds all of {', '.join(sorted(names))}; a blend mixes one file's "
+                    "paintings")
 
 
 def parse_mix(spec: str, names: list[str]) -> list[float]:

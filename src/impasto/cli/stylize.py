@@ -229,9 +229,14 @@ def sheet(args: argparse.Namespace) -> None:
         raise UserError("--sheet takes one photo and -o FILE for the sheet")
     (dst,) = plan_outputs([Path(args.inputs[0])], args.output, None)
     refuse_overwrite(dst, args.overwrite)
-    files = [find_style(args.style, args.model)[0]] if args.style else sorted(shipped_folder(args.model).glob(
-        "*.safetensors"))
-    styles = [(path, name) for path in files for name in painting_names(read_meta(path))]
+    if args.style:
+        path = find_style(args.style, args.model)[0]
+        styles = [(path, name) for name in painting_names(read_meta(path))]
+    else:  # each shipped painting once: from a file of its own where it has one, as find_style takes it by name
+        files = [(path, painting_names(read_meta(path))) for path in sorted(shipped_folder(args.model).glob(
+            "*.safetensors"))]
+        own = {names[0]: path for path, names in files if len(names) == 1}
+        styles = list(dict.fromkeys((own.get(name, path), name) for path, names in files for name in names))
     photo = resize_long_side(read_photo(Path(args.inputs[0]), args).rgb, args.size or 512, args.scale)
     image = to_tensor(photo).unsqueeze(0)
     row, labels = [image], ["photo"]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError, check_fraction
-from ..lookup import MODELS, shipped_folder
+from ..lookup import MODELS, painting_names, shipped_folder
 
 KEPT_BLENDS = 2  # blends of two paintings kept loaded (a network each)
 
@@ -25,7 +25,8 @@ class Style:
 
 class StyleLibrary:
     """The `.safetensors` styles under `folders`, by file stem, or by painting for a file of several (the first of a
-    name wins), on `device` in `precision`. A file that is not an impasto style is left out with a warning line."""
+    name wins; in a folder, a painting's file of its own before a file of several), on `device` in `precision`. A
+    file that is not an impasto style is left out with a warning line."""
 
     def __init__(self, folders: list[Path], device: str = "auto", precision: str = "auto"):
         from ..memory import keep_freed_host_memory
@@ -37,6 +38,7 @@ class StyleLibrary:
         if self.device.type == "cpu":  # before the server's threads start: a thread keeps the arena it first took
             keep_freed_host_memory()
         self.styles: dict[str, Style] = {}
+        self.homes: dict[str, tuple[Path, list[str]]] = {}  # each painting's first file of several: where it blends
         self.blends: dict[str, object] = {}  # Stylizers of blends, oldest first
         self.blends_lock = threading.Lock()
         shipped = {shipped_folder(model) for model in MODELS}
@@ -44,19 +46,22 @@ class StyleLibrary:
             if not folder.is_dir():
                 raise UserError(f"style folder {folder} does not exist: start from the project's folder, or pass "
                                 "--checkpoints DIR or --styles DIR")
+            found = []
             for path in sorted(folder.rglob(f"*{SUFFIX}")):
                 if path.parent != folder and path.parent in shipped:  # the other model's (assets/styles/thin)
                     continue
                 try:
-                    meta = read_meta(path)
+                    found.append((path, read_meta(path)))
                 except UserError as e:
                     print(f"warning: left out: {e}", file=sys.stderr)
-                    continue
+            # A painting's file of its own comes before its file of several, as find_style takes it by name.
+            for path, meta in sorted(found, key=lambda item: "paintings" in item[1]):
                 if "paintings" not in meta:
                     self.styles.setdefault(path.stem, Style(path.stem, path, meta))
-                for painting in meta.get("paintings", []):
-                    name = painting["name"]
+                    continue
+                for name in painting_names(meta):
                     self.styles.setdefault(name, Style(name, path, one_painting(meta, name), name))
+                    self.homes.setdefault(name, (path, painting_names(meta)))
         if not self.styles:
             raise UserError(f"no styles in {', '.join(map(str, folders))}: train one (python train.py) or pass "
                             "--styles DIR")
@@ -67,10 +72,10 @@ class StyleLibrary:
         return self.styles[name]
 
     def partners(self, name: str) -> list[str]:
-        """The other paintings of the style's file: what it can be blended with."""
-        style = self.get(name)
-        return [s.name for s in self.styles.values()
-                if s.painting and style.painting and s.path == style.path and s.name != name]
+        """The other paintings of the style's file of several (its own, or the first that holds it too): what it can
+        be blended with."""
+        self.get(name)
+        return [other for other in self.homes.get(name, (None, []))[1] if other != name]
 
     def stylizer(self, name: str, blend: tuple[str, float] | None = None):
         """The style's Stylizer, loaded on first use and kept; with `blend` (another painting of its file and that
@@ -87,7 +92,7 @@ class StyleLibrary:
             spec = f"{name}:{1 - weight:g},{other}:{weight:g}"
             with self.blends_lock:
                 if spec not in self.blends:
-                    self.blends[spec] = Stylizer.from_style(style.path, self.device, self.precision, spec)
+                    self.blends[spec] = Stylizer.from_style(self.homes[name][0], self.device, self.precision, spec)
                     while len(self.blends) > KEPT_BLENDS:
                         self.blends.pop(next(iter(self.blends)))
                 return self.blends[spec]
