@@ -1,6 +1,7 @@
 """The artifact statistics find what they are named for, on images made to have it or not."""
 
 import json
+import shutil
 
 import torch
 from PIL import Image
@@ -53,6 +54,33 @@ def test_the_cli_reports_every_size_and_writes_a_grid(tmp_path, photo, tiny_ckpt
     assert set(numbers["photos"]["photo.png"]) == {"32", "64"}
     with Image.open(tmp_path / "grid_tiny.jpg") as grid:
         assert grid.width > grid.height  # one photo down, two sizes across
+
+
+def test_two_styles_of_one_name_keep_a_grid_and_a_report_each(tmp_path, photo, tiny_ckpt):
+    other = tmp_path / "other" / tiny_ckpt.name  # a second file of the same name, as a retrained style beside its last
+    other.parent.mkdir()
+    shutil.copy(tiny_ckpt, other)
+    result = cli("artifacts", "--style", str(tiny_ckpt), "--style", str(other), str(photo), "--sizes", "32",
+                 "--out-dir", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    styles = json.loads(result.stdout.strip().splitlines()[-1])["styles"]
+    assert set(styles) == {str(tiny_ckpt), str(other)}
+    assert [styles[str(p)]["grid"] for p in (tiny_ckpt, other)] == [str(tmp_path / "out" / f"grid_tiny_{n}.jpg")
+                                                                    for n in (1, 2)]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["grid_tiny_1.jpg", "grid_tiny_2.jpg"]
+
+
+def test_a_file_of_several_is_measured_for_the_painting_named_and_refused_without_one(tmp_path, photo):
+    shipped = str(find_style("the_scream")[0])
+    refused = cli("artifacts", "--style", "starry_night", "--style", shipped, str(photo), "--sizes", "32",
+                  "--out-dir", str(tmp_path / "refused"))
+    assert_user_error(refused, "--painting NAME")
+    assert not (tmp_path / "refused").exists()  # every style opens before any is measured
+    result = cli("artifacts", "--style", shipped, "--painting", "the_scream", str(photo), "--sizes", "32",
+                 "--out-dir", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    numbers = json.loads(result.stdout.strip().splitlines()[-1])["styles"]["paintings.safetensors"]
+    assert set(numbers["photos"]["photo.png"]) == {"32"}
 
 
 def test_the_gallery_puts_each_photo_beside_each_style_and_keeps_an_existing_grid(tmp_path, photo, tiny_ckpt):

@@ -10,7 +10,8 @@ Numbers per photo and size (long side), each the worst over the image:
 - edge_top_left, edge_bottom_right: the same step, the mean of the top and left borders and of the bottom and
   right ones. Johnson's stride-2 grid pads the top and left only, so a line there and not on the other two is its.
 - residual_peak: the largest activation leaving the residual blocks, which a droplet spikes.
-Writes a grid per style (photos down, sizes across) to look at, and prints one JSON line.
+Writes a grid per style (photos down, sizes across) to look at, grid_NAME.jpg (two styles of one name: grid_NAME_N.jpg,
+N their place among the --style arguments), and prints one JSON line.
 """
 
 import argparse
@@ -90,6 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="impasto-artifacts", description=__doc__.splitlines()[0])
     p.add_argument("inputs", nargs="+", help="photos or folders, ideally never trained on")
     p.add_argument("--style", action="append", required=True, help="a style, by name or file (repeat for several)")
+    p.add_argument("--painting", help="which painting of a file of several (or a blend, a:0.5,b:0.5), in each --style "
+                   "that is a file")
     p.add_argument("--sizes", default="256,512,1024,2048", help="long sides to stylize at (comma-separated)")
     p.add_argument("--out-dir", default="artifacts", help="where the grids go (default ./artifacts)")
     return p.parse_args(argv)
@@ -105,8 +108,13 @@ def main(argv: list[str] | None = None) -> None:
         photos = collect_files(args.inputs, IMAGE_SUFFIXES)
         images = [load_image(p, "input image") for p in photos]
         report = {"sizes": sizes, "photos": [p.name for p in photos], "styles": {}}
-        for style in args.style:
-            net, meta = open_style(style)
+        styles = list(dict.fromkeys(args.style))
+        stems = [Path(style).stem for style in styles]
+        opened = [open_style(style, spec=args.painting if Path(style).suffix else None) for style in styles]
+        for number, (style, (net, _)) in enumerate(zip(styles, opened), 1):  # each opened first: errors come early
+            # Two styles of one name (a new file beside the shipped painting) keep a grid each and a row each.
+            twin = stems.count(Path(style).stem) > 1
+            key, label = (style, f"{Path(style).stem}_{number}") if twin else (Path(style).name, Path(style).stem)
             rows, per_photo, by_size = [], {}, {}
             for path, image in zip(photos, images):
                 row = []
@@ -120,8 +128,9 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append(row)
             summary = {size: {name: {"mean": round(sum(v) / len(v), 3), "max": max(v)} for name, v in numbers.items()}
                        for size, numbers in by_size.items()}
-            report["styles"][Path(style).name] = {"summary": summary, "photos": per_photo}
-            save_atomic(grid(rows), Path(args.out_dir) / f"grid_{Path(style).stem}.jpg")
+            out = Path(args.out_dir) / f"grid_{label}.jpg"
+            save_atomic(grid(rows), out)
+            report["styles"][key] = {"summary": summary, "photos": per_photo, "grid": str(out)}
         print(json.dumps(report))
 
 
