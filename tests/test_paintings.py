@@ -22,6 +22,12 @@ def randomized(net: TransformerNet, seed: int = 0) -> TransformerNet:
     return net.eval()
 
 
+def meta_of_several(style: str, *names: str) -> dict:
+    """The metadata of a file of several paintings, `names`, with made-up painting images."""
+    return {"style": style, "steps": 0, "paintings": [{"name": n, "style_image": f"{n}.jpg", "style_size": 64,
+                                                       "style_blend": [1.0]} for n in names]}
+
+
 def plain_copy(net: TransformerNet) -> nn.Module:
     """The same network with torch's own affine InstanceNorm2d in place of every StyleNorm."""
     import copy
@@ -229,8 +235,7 @@ def test_the_onnx_export_takes_the_paintings_weights_as_an_input(tmp_path):
 
     torch.manual_seed(3)
     net = randomized(TransformerNet(TransformerConfig(**{**SMALL.__dict__, "styles": 2})))
-    meta = {"style": "pair", "steps": 0, "paintings": [{"name": n, "style_image": f"{n}.jpg", "style_size": 64,
-                                                        "style_blend": [1.0]} for n in ("a", "b")]}
+    meta = meta_of_several("pair", "a", "b")
     path = save_style(tmp_path / "pair.safetensors", net, meta)
     onnx_path = export_onnx(path, tmp_path / "pair.onnx")
     x = torch.rand(1, 3, 40, 36)
@@ -250,8 +255,7 @@ def test_the_web_library_offers_each_painting_of_a_file_by_name(tmp_path):
 
     torch.manual_seed(4)
     net = randomized(TransformerNet(TransformerConfig(**{**SMALL.__dict__, "styles": 2})))
-    meta = {"style": "pair", "steps": 0, "paintings": [{"name": n, "style_image": f"{n}.jpg", "style_size": 64,
-                                                        "style_blend": [1.0]} for n in ("a", "b")]}
+    meta = meta_of_several("pair", "a", "b")
     save_style(tmp_path / "pair.safetensors", net, meta)
     library = StyleLibrary([tmp_path], device="cpu", precision="fp32")
     assert sorted(library.styles) == ["a", "b"] and library.styles["b"].meta["style"] == "b"
@@ -273,8 +277,7 @@ def test_a_painting_of_its_own_is_offered_before_its_file_of_several_and_blends_
 
     torch.manual_seed(6)
     pair = randomized(TransformerNet(TransformerConfig(**{**SMALL.__dict__, "styles": 2})))
-    meta = {"style": "pair", "steps": 0, "paintings": [{"name": n, "style_image": f"{n}.jpg", "style_size": 64,
-                                                        "style_blend": [1.0]} for n in ("s", "t")]}
+    meta = meta_of_several("pair", "s", "t")
     save_style(tmp_path / "pair.safetensors", pair, meta)
     alone = randomized(TransformerNet(SMALL))  # "s" trained further in a network of its own, named after "pair"
     save_style(tmp_path / "s.safetensors", alone, {"style": "s", "steps": 0})
@@ -293,8 +296,7 @@ def test_a_sheet_shows_a_painting_with_a_file_of_its_own_once_from_that_file(tmp
     from impasto.images import load_image
 
     pair = randomized(TransformerNet(TransformerConfig(**{**SMALL.__dict__, "styles": 2})))
-    meta = {"style": "pair", "steps": 0, "paintings": [{"name": n, "style_image": f"{n}.jpg", "style_size": 64,
-                                                        "style_blend": [1.0]} for n in ("s", "t")]}
+    meta = meta_of_several("pair", "s", "t")
     save_style(tmp_path / "shipped" / "pair.safetensors", pair, meta)
     save_style(tmp_path / "shipped" / "s.safetensors", randomized(TransformerNet(SMALL), 1), {"style": "s", "steps": 0})
     monkeypatch.setattr(lookup, "shipped_folder", lambda model="full": tmp_path / "shipped")
@@ -334,8 +336,7 @@ def test_a_file_of_several_named_after_one_of_them_paints_that_one_by_its_name(t
     from impasto.lookup import find_style
 
     net = TransformerNet(TransformerConfig(**{**SMALL.__dict__, "styles": 2}))
-    meta = {"style": "b", "steps": 0, "paintings": [{"name": n, "style_image": f"{n}.jpg", "style_size": 64,
-                                                     "style_blend": [1.0]} for n in ("a", "b")]}
+    meta = meta_of_several("b", "a", "b")
     save_style(tmp_path / "checkpoints" / "b.safetensors", net, meta)  # what experiment=new_painting style=b writes
     monkeypatch.chdir(tmp_path)
     from pathlib import Path
