@@ -71,7 +71,7 @@ def test_two_styles_of_one_name_keep_a_grid_and_a_report_each(tmp_path, photo, t
 
 
 def test_a_file_of_several_is_measured_for_the_painting_named_and_refused_without_one(tmp_path, photo):
-    shipped = str(find_style("the_scream")[0])
+    shipped = str(find_style("paintings")[0])
     refused = cli("artifacts", "--style", "starry_night", "--style", shipped, str(photo), "--sizes", "32",
                   "--out-dir", str(tmp_path / "refused"))
     assert_user_error(refused, "--painting NAME")
@@ -81,6 +81,17 @@ def test_a_file_of_several_is_measured_for_the_painting_named_and_refused_withou
     assert result.returncode == 0, result.stderr[-2000:]
     numbers = json.loads(result.stdout.strip().splitlines()[-1])["styles"]["paintings.safetensors"]
     assert set(numbers["photos"]["photo.png"]) == {"32"}
+    # by the file's name too; a name that picks a painting keeps its own, and a one-painting file takes none
+    by_name = cli("artifacts", "--style", "paintings", "--style", "the_scream", "--style", "udnie", "--style",
+                  "starry_night", "--painting", "udnie", str(photo), "--sizes", "32",
+                  "--out-dir", str(tmp_path / "by_name"))
+    assert by_name.returncode == 0, by_name.stderr[-2000:]
+    styles = json.loads(by_name.stdout.strip().splitlines()[-1])["styles"]
+    assert set(styles) == {"paintings", "the_scream", "udnie", "starry_night"}
+    peak = {name: row["photos"]["photo.png"]["32"]["residual_peak"] for name, row in styles.items()}
+    assert peak["paintings"] == peak["udnie"] != peak["the_scream"]
+    assert_user_error(cli("artifacts", "--style", "starry_night", "--painting", "udnie", str(photo), "--sizes", "32",
+                          "--out-dir", str(tmp_path / "none")), "no --style is a file of several")
 
 
 def test_the_gallery_puts_each_photo_beside_each_style_and_keeps_an_existing_grid(tmp_path, photo, tiny_ckpt):

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from ..errors import UserError, exit_on_user_error
 from ..formats import IMAGE_SUFFIXES
 from ..images import collect_files, grid, load_image, resize_long_side, save_atomic, to_tensor
+from ..lookup import find_style, header_meta, painting_names
 from ..style import open_style
 
 LUMA = (0.299, 0.587, 0.114)
@@ -87,12 +88,21 @@ def measure(net: torch.nn.Module, photo: torch.Tensor) -> tuple[torch.Tensor, di
                       "residual_peak": round(peaks[0], 2)}
 
 
+def painting_for(style: str, painting: str | None) -> str | None:
+    """`painting` where `style` is a file of several paintings and its name picks none (`paintings`, a path);
+    None for a one-painting file and for a name that picks its own (`the_scream`)."""
+    if painting is None:
+        return None
+    path, picked = find_style(style)
+    return painting if picked is None and len(painting_names(header_meta(path))) > 1 else None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="impasto-artifacts", description=__doc__.splitlines()[0])
     p.add_argument("inputs", nargs="+", help="photos or folders, ideally never trained on")
     p.add_argument("--style", action="append", required=True, help="a style, by name or file (repeat for several)")
     p.add_argument("--painting", help="which painting of a file of several (or a blend, a:0.5,b:0.5), in each --style "
-                   "that is a file")
+                   "that is such a file and whose name does not pick a painting itself")
     p.add_argument("--sizes", default="256,512,1024,2048", help="long sides to stylize at (comma-separated)")
     p.add_argument("--out-dir", default="artifacts", help="where the grids go (default ./artifacts)")
     return p.parse_args(argv)
@@ -110,7 +120,10 @@ def main(argv: list[str] | None = None) -> None:
         report = {"sizes": sizes, "photos": [p.name for p in photos], "styles": {}}
         styles = list(dict.fromkeys(args.style))
         stems = [Path(style).stem for style in styles]
-        opened = [open_style(style, spec=args.painting if Path(style).suffix else None) for style in styles]
+        specs = [painting_for(style, args.painting) for style in styles]
+        if args.painting and not any(specs):
+            raise UserError(f"--painting {args.painting}: no --style is a file of several paintings")
+        opened = [open_style(style, spec=spec) for style, spec in zip(styles, specs)]
         for number, (style, (net, _)) in enumerate(zip(styles, opened), 1):  # each opened first: errors come early
             # Two styles of one name (a new file beside the shipped painting) keep a grid each and a row each.
             twin = stems.count(Path(style).stem) > 1
