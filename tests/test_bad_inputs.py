@@ -96,10 +96,11 @@ def test_a_container_memory_limit_counts_as_the_free_memory(tmp_path):
     assert cgroup_headroom(tmp_path / "v1") == 3500
 
 
-def test_stability_settings_are_checked(tmp_path):
+def test_stability_and_peak_settings_are_checked(tmp_path):
     common = [f"paths.checkpoint_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'r'}"]
     assert_user_error(run("train.py", "stability.noise=0", *common), "stability.noise")
     assert_user_error(run("train.py", "stability.weight=-1", *common), "stability.weight")
+    assert_user_error(run("train.py", "peak.weight=-1", *common), "peak.weight")
 
 
 def test_init_from_a_network_of_another_shape(tmp_path, tiny_ckpt):

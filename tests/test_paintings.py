@@ -209,6 +209,7 @@ def test_sittings_go_on_from_their_state_then_from_the_snapshot(tmp_path):
     assert f"starting from {snapshot}" in result.stdout + result.stderr
     meta = read_meta(snapshot)
     assert meta["images"] == 12 and meta["init_from"] == snapshot.name
+    assert meta["peak"] == {"weight": 1.0, "bound": 20.0}  # the sittings' bound on the residual stream, recorded
     assert meta["hours"]["cpu"] > 0 and 0 < meta["hours"]["cpu_core"] < 3 * meta["hours"]["cpu"]  # 2 cores, and slack
 
 

@@ -283,3 +283,24 @@ def test_the_average_weighs_each_steps_weights_by_the_decay_resumes_from_its_che
     assert not tiny_system().take_average()  # no average kept: the last weights stay
     with pytest.raises(ValueError, match="decay"):
         tiny_system(average=1.0)
+
+
+def stream_excess(system: StyleTransferSystem, photos: torch.Tensor) -> float:
+    """The peak term's measure of the residual stream on `photos`, as a training pass leaves it."""
+    kept = []
+    hook = system.transformer.residuals.register_forward_hook(lambda module, inputs, output: kept.append(output))
+    with torch.no_grad():
+        system.transformer.train()(photos)
+    hook.remove()
+    return system.peak_excess(kept[0]).item()
+
+
+def test_the_peak_term_is_the_mean_squared_excess_over_the_bound_and_training_against_it_lowers_it(tmp_path):
+    assert tiny_system(peak_bound=1.0).peak_excess(torch.tensor([0.5, -3.0, 2.0, 1.0])).item() == pytest.approx(5 / 4)
+    photos = torch.rand(4, 3, 32, 32)
+    plain, bounded = tiny_system(lr=1e-2, peak_bound=0.5), tiny_system(lr=1e-2, peak_weight=100.0, peak_bound=0.5)
+    start = stream_excess(plain, photos)
+    assert start > 0.01  # the untrained stream leaves the bound, so the term has something to lower
+    fit(tmp_path, plain, 12)
+    fit(tmp_path, bounded, 12)
+    assert stream_excess(bounded, photos) < 0.5 * min(start, stream_excess(plain, photos))

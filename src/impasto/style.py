@@ -259,13 +259,15 @@ def prior_meta(names: list[str], style_cfgs: list, source: dict[str, Any] | None
 
 def recipe(config: dict, data_description: str, teacher: dict[str, Any] | None = None) -> dict:
     """What a style's metadata takes from its training run, out of the run's resolved config: the network, the loss,
-    the paintings trained, the data, and the teacher (open_source's metadata) of a distilled network. The
-    LightningModule keeps it as its own argument (and checkpoints it); a checkpoint of an older run, which kept the
-    whole config instead, gives it through here too."""
+    the paintings trained, the data, the residual stream's bound where it is on, and the teacher (open_source's
+    metadata) of a distilled network. The LightningModule keeps it as its own argument (and checkpoints it); a
+    checkpoint of an older run, which kept the whole config instead, gives it through here too."""
     made = {"model": config["model"], "loss": config["loss"], "style": config["style"],
             "trained": list(config.get("styles") or [config["style"]["name"]]), "name": config["export"]["name"],
             "data": {"description": data_description, "size": config["data"]["size"],
                      "batch_size": config["data"]["batch_size"]}}
+    if (config.get("peak") or {}).get("weight"):  # the bound on the residual stream, a term of the objective
+        made["peak"] = config["peak"]
     if teacher:  # its file's name and how far it had trained: the student's quality rests on it
         made["teacher"] = {"source": teacher["source"], "steps": teacher.get("steps"), "images": images_seen(teacher),
                            "hours": teacher.get("hours", {}), "weight": config.get("teacher_weight")}
@@ -296,8 +298,9 @@ def style_meta(recipe: dict, steps: int, prior: dict[str, Any], images: list[int
         "image_size": recipe["data"]["size"],
         "batch_size": recipe["data"]["batch_size"],
     }
-    if "teacher" in recipe:
-        meta["teacher"] = recipe["teacher"]
+    for key in ("peak", "teacher"):
+        if key in recipe:
+            meta[key] = recipe[key]
     if len(paintings) == 1:  # a one-painting file keeps the flat keys every reader knows
         painting = paintings[0]
         return {**meta, "style": painting["name"], "style_image": painting["style_image"],

@@ -217,7 +217,8 @@ def check_counts(cfg: DictConfig, keys: tuple[str, ...]) -> None:
 
 def build(cfg: DictConfig) -> Run:
     """The data, the loss, the system and the trainer from the composed config."""
-    check_numbers(cfg, ("optim.lr", "optim.final_lr_fraction", "stability.weight", "stability.noise", "average"))
+    check_numbers(cfg, ("optim.lr", "optim.final_lr_fraction", "stability.weight", "stability.noise", "average",
+                       "peak.weight", "peak.bound"))
     if not cfg.optim.lr > 0 or cfg.optim.lr == float("inf"):  # 0 would export the starting network as if trained
         raise UserError(f"optim.lr must be a positive number, got {cfg.optim.lr}")
     check_counts(cfg, ("data.batch_size", "data.size"))
@@ -232,6 +233,8 @@ def build(cfg: DictConfig) -> Run:
     if cfg.stability.noise <= 0:
         raise UserError(f"stability.noise must be positive (a std on RGB in [0, 1], e.g. 0.02), got "
                         f"{cfg.stability.noise}")
+    if cfg.peak.weight < 0 or cfg.peak.bound < 0:
+        raise UserError(f"peak.weight and peak.bound are 0 or more, got {cfg.peak.weight} and {cfg.peak.bound}")
     schedule = lr_schedule(cfg)
     style_cfgs = style_configs(cfg)
     paintings = [load_style_images(c) for c in style_cfgs]  # fail on a bad style image before anything heavy starts
@@ -297,7 +300,8 @@ def build(cfg: DictConfig) -> Run:
                                  trained=[network_names.index(n) for n in names], norms_only=cfg.finetune == "norms",
                                  prior=prior, teacher=teacher[0] if teacher else None,
                                  teacher_paintings=[taught.index(n) for n in network_names] if teacher else None,
-                                 teacher_weight=cfg.teacher_weight, heldout=heldout, average=cfg.average)
+                                 teacher_weight=cfg.teacher_weight, heldout=heldout, average=cfg.average,
+                                 peak_weight=cfg.peak.weight, peak_bound=cfg.peak.bound)
 
     output_dir = Path(cfg.paths.output_dir)
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)

@@ -98,7 +98,9 @@ class StyleTransferSystem(pl.LightningModule):
     at the end of each of the plateau schedule's windows when it watches them (its `watch`). `average`: a decay in
     [0, 1); above 0 the system keeps an average of the trained weights over its steps (about their plain mean at first,
     then each step weighing 1 - average; the weights before the first step do not count), checkpointed, and
-    take_average() puts it in the transformer for the export."""
+    take_average() puts it in the transformer for the export. `peak_weight`/`peak_bound`: a penalty on the residual
+    stream (the residual blocks' output) wherever it leaves [-bound, bound], the mean of the squared excess times the
+    weight (off at 0): the droplet is a spike there."""
 
     def __init__(self, transformer: TransformerNet, loss: PerceptualLoss, *, lr: float,
                  lr_schedule: CosineDecay | PlateauDrop | None = None, preview: torch.Tensor | None = None,
@@ -107,10 +109,13 @@ class StyleTransferSystem(pl.LightningModule):
                  recipe: dict | None = None, trained: list[int] | None = None, norms_only: bool = False,
                  prior: dict | None = None, teacher: TransformerNet | None = None,
                  teacher_paintings: list[int] | None = None, teacher_weight: float = 1.0,
-                 heldout: torch.Tensor | None = None, average: float = 0.0):
+                 heldout: torch.Tensor | None = None, average: float = 0.0, peak_weight: float = 0.0,
+                 peak_bound: float = 20.0):
         super().__init__()
         if not 0.0 <= average < 1.0:
             raise ValueError(f"average is a decay in [0, 1), got {average}")
+        if peak_weight < 0 or peak_bound < 0:
+            raise ValueError(f"peak weight and bound are 0 or more, got {peak_weight} and {peak_bound}")
         self.transformer = transformer
         self.loss = loss
         self.teacher = teacher.requires_grad_(False).eval() if teacher is not None else None
@@ -153,6 +158,10 @@ class StyleTransferSystem(pl.LightningModule):
         self.averaged_steps = 0
         self._average: dict[str, torch.Tensor] = {}
         self._loaded_average: dict | None = None  # a checkpoint's, taken up at on_train_start
+        self.peak_weight, self.peak_bound = peak_weight, peak_bound
+        self._stream: list[torch.Tensor] | None = None  # a list while a step's pass runs
+        if peak_weight:  # the stream as the step's own pass leaves the blocks: no second pass
+            transformer.residuals.register_forward_hook(self._keep_stream)
 
     def forward(self, content: torch.Tensor) -> torch.Tensor:
         return self.transformer(content)
@@ -199,6 +208,7 @@ class StyleTransferSystem(pl.LightningModule):
         rank = self.painting_rank(self.global_step)
         if self.transformer.config.styles > 1:
             self.transformer.select(self.trained[rank])
+        self._stream = [] if self.peak_weight else None
         stylized = self.transformer(batch)
         if self.loss.weighted():
             terms = self.loss(stylized, self.loss.content_targets(batch), style=rank)
@@ -214,10 +224,22 @@ class StyleTransferSystem(pl.LightningModule):
             terms["stability"] = self.stability_weight * stability_loss(stylized, self.transformer(noisy),
                                                                         self.stability_noise)
             terms["total"] = terms["total"] + terms["stability"]
+        if self.peak_weight:
+            terms["peak"] = self.peak_weight * self.peak_excess(self._stream[0])
+            self._stream = None
+            terms["total"] = terms["total"] + terms["peak"]
         self.log_dict({f"loss/{name}": value for name, value in terms.items()}, prog_bar=False)
         self.last_loss = terms["total"].detach()  # for LossProgressBar, not self.log(prog_bar=True): see there
         self._size = batch.shape[-1]
         return terms["total"]
+
+    def _keep_stream(self, module, inputs, output: torch.Tensor) -> None:
+        if self._stream == []:  # the step's first pass (the stability term makes a second)
+            self._stream.append(output)
+
+    def peak_excess(self, stream: torch.Tensor) -> torch.Tensor:
+        """The mean squared amount by which the residual stream leaves [-peak_bound, peak_bound], in fp32."""
+        return F.relu(stream.float().abs() - self.peak_bound).square().mean()
 
     def on_after_backward(self) -> None:
         # The plateau watch is fed here, before any callback can checkpoint it (a resumed run's windows are the same),
