@@ -92,6 +92,8 @@ def test_a_file_of_several_is_measured_for_the_painting_named_and_refused_withou
     assert peak["paintings"] == peak["udnie"] != peak["the_scream"]
     assert_user_error(cli("artifacts", "--style", "starry_night", "--painting", "udnie", str(photo), "--sizes", "32",
                           "--out-dir", str(tmp_path / "none")), "no --style is a file of several")
+    assert_user_error(cli("artifacts", "--style", str(tmp_path / "gone.safetensors"), "--painting", "udnie", str(photo),
+                          "--out-dir", str(tmp_path / "none")), "gone.safetensors")
 
 
 def test_the_gallery_puts_each_photo_beside_each_style_and_keeps_an_existing_grid(tmp_path, photo, tiny_ckpt):

@@ -94,7 +94,8 @@ def painting_for(style: str, painting: str | None) -> str | None:
     if painting is None:
         return None
     path, picked = find_style(style)
-    return painting if picked is None and len(painting_names(header_meta(path))) > 1 else None
+    meta = header_meta(path)  # {} for a file that is not a style, which open_style then refuses
+    return painting if picked is None and meta and len(painting_names(meta)) > 1 else None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -121,9 +122,9 @@ def main(argv: list[str] | None = None) -> None:
         styles = list(dict.fromkeys(args.style))
         stems = [Path(style).stem for style in styles]
         specs = [painting_for(style, args.painting) for style in styles]
+        opened = [open_style(style, spec=spec) for style, spec in zip(styles, specs)]
         if args.painting and not any(specs):
             raise UserError(f"--painting {args.painting}: no --style is a file of several paintings")
-        opened = [open_style(style, spec=spec) for style, spec in zip(styles, specs)]
         for number, (style, (net, _)) in enumerate(zip(styles, opened), 1):  # each opened first: errors come early
             # Two styles of one name (a new file beside the shipped painting) keep a grid each and a row each.
             twin = stems.count(Path(style).stem) > 1
