@@ -37,6 +37,12 @@ def painting_names(meta: dict) -> list[str]:
     return [p["name"] for p in meta["paintings"]] if "paintings" in meta else [meta["style"]]
 
 
+def file_paintings(path: Path) -> list[str]:
+    """The paintings a style file holds, from its header alone; [] for a file that is not a whole style."""
+    meta = header_meta(path)
+    return painting_names(meta) if meta else []
+
+
 def images_seen(meta: dict) -> int:
     """Training images the file's network has seen (files from before the count: steps times batch)."""
     return int(meta.get("images", meta.get("steps", 0) * meta.get("batch_size", 0)))
@@ -96,8 +102,7 @@ def blend_file(spec: str, model: str = "full") -> Path:
     first = find_style(spec.split(",")[0].partition(":")[0].strip(), model)[0]
     for candidate in (first, *sorted(TRAINED_STYLES.glob("*.safetensors")),
                       *sorted(shipped_folder(model).glob("*.safetensors"))):
-        meta = header_meta(candidate)
-        if meta and names <= set(painting_names(meta)):
+        if names <= set(file_paintings(candidate)):
             return candidate
     raise UserError(f"{spec}: no style file holds all of {', '.join(sorted(names))}; a blend mixes one file's "
                     "paintings")

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from ..errors import UserError, exit_on_user_error
 from ..formats import IMAGE_SUFFIXES
 from ..images import collect_files, grid, load_image, resize_long_side, save_atomic, to_tensor
-from ..lookup import find_style, header_meta, painting_names
+from ..lookup import file_paintings, find_style
 from ..style import open_style
 
 LUMA = (0.299, 0.587, 0.114)
@@ -94,8 +94,7 @@ def painting_for(style: str, painting: str | None) -> str | None:
     if painting is None:
         return None
     path, picked = find_style(style)
-    meta = header_meta(path)  # {} for a file that is not a style, which open_style then refuses
-    return painting if picked is None and meta and len(painting_names(meta)) > 1 else None
+    return painting if picked is None and len(file_paintings(path)) > 1 else None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

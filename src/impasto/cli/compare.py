@@ -26,7 +26,7 @@ from ..files import write_atomic
 from ..formats import IMAGE_SUFFIXES
 from ..gatys import check_finite, evaluate, optimize_pixels
 from ..images import collect_files, grid, load_image, resize_long_side, save_atomic, to_tensor
-from ..lookup import find_style, header_meta, painting_names
+from ..lookup import file_paintings, find_style
 from ..losses import build_perceptual_loss
 from ..runtime import autocast_dtype, pick_device
 from ..style import open_style, painting_images
@@ -164,7 +164,7 @@ def open_baseline(arg: str, device: torch.device, painting: str) -> torch.nn.Mod
         path, named = find_style(arg)  # a painting named out of a file of several must be the compared one
         if named is not None and named != painting:
             raise UserError(f"it paints {named}, not {painting}: an A/B compares one painting")
-        held = painting_names(meta) if (meta := header_meta(path)) else []  # [] for a file that is not a style
+        held = file_paintings(path)  # [] for a file that is not a style, which open_style then refuses
         if named is None and held and painting not in held:  # a file of another painting (or others)
             raise UserError(f"it paints {', '.join(held)}, not {painting}: an A/B compares one painting")
         net, meta = open_style(str(path), device, painting)
