@@ -534,7 +534,7 @@ def bench_web(args) -> dict:
                                                                                    int(0.95 * len(seconds)))], 2)}
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("what", choices=["gatys", "train", "stylize", "data", "startup", "web"])
     p.add_argument("--device", default="auto")
@@ -567,7 +567,11 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=8, help="web: clients at once")
     p.add_argument("--megapixels", type=float, default=36, help="web: the uploaded PNG's size")
     p.add_argument("--server-python", default=None, help="web: the server's interpreter (default: this one)")
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
     args.batches = [int(b) for b in args.batches.split(",")]
     args.stylize_batches = [int(b) for b in args.frame_batches.split(",")]
     args.workers_list = [int(w) for w in args.workers_list.split(",")]

@@ -28,7 +28,7 @@ run() {  # name, time limit in seconds, then the command; a failure or a timeout
 for check in "${@:-stylize train gatys gpu_tests}"; do
     for name in $check; do
         case $name in
-            stylize) run stylize 240 python3 scripts/bench.py stylize --ckpt starry_night \
+            stylize) run stylize 240 python3 scripts/bench.py stylize --style starry_night \
                          ${clip:+--video "$clip"} ;;
             train) run train 240 python3 scripts/bench.py train --batches 16,64 --photos "$photos" --workers 12 \
                        --warmup 20 --iters 50 --quality-steps 200 ;;

@@ -106,9 +106,14 @@ def test_exported_style_stylizes_through_the_cli(trained, photo, tmp_path):
 
 def test_compiled_training_exports_a_plain_style(tmp_path, photo):
     # nn.Module.compile() in place: no `_orig_mod.` prefixes in the export, which stylize.py loads as any other.
-    result = run("train.py", *TINY, "trainer.max_steps=2", "compile=true", f"paths.checkpoint_dir={tmp_path / 'ck'}",
-                 f"hydra.run.dir={tmp_path / 'run'}")
+    # The peak term's hook sits inside the compiled transformer: its term must still be taken on every step.
+    result = run("train.py", *TINY, "trainer.max_steps=2", "compile=true", "peak.weight=1", "peak.bound=0.01",
+                 f"paths.checkpoint_dir={tmp_path / 'ck'}", f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 0, result.stderr[-3000:]
+    events = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss/peak")] == [0, 1]
+    assert all(e.value > 0 for e in events.Scalars("loss/peak"))
     ckpt = tmp_path / "ck" / "starry_night.quickstart.safetensors"
     styled = run("stylize.py", "--style", str(ckpt), str(photo), "-o", str(tmp_path / "styled.png"))
     assert styled.returncode == 0, styled.stderr
