@@ -96,4 +96,4 @@ class PeerStep:
         loss = self.loss(self.net(batch), batch)
         loss.backward()
         self.optimizer.step()
-        return float(loss)
+        return loss.item()

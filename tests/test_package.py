@@ -45,7 +45,9 @@ def test_a_wheel_in_a_new_venv_trains_and_stylizes_through_its_console_commands(
     names = set(zipfile.ZipFile(wheel).namelist())
     for shipped in ("impasto/conf/train.yaml", "impasto/conf/style/starry_night.yaml",
                     "impasto/assets/styles/paintings.safetensors", "impasto/assets/styles/starry_night.safetensors",
-                    "impasto/assets/styles/the_scream.safetensors", "impasto/assets/styles/thin/paintings.safetensors",
+                    "impasto/assets/styles/the_scream.safetensors",
+                    "impasto/assets/styles/shipwreck_minotaur.safetensors",
+                    "impasto/assets/styles/thin/paintings.safetensors",
                     "impasto/assets/photos/baboon.jpg",
                     "impasto/web/static/index.html"):
         assert shipped in names, shipped
