@@ -21,7 +21,8 @@ TINY = ["data.size=64", "data.batch_size=2", "data.num_workers=0", "style.size=9
 
 def bash(script: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     # python3 in the scripts is this interpreter, as in an activated virtual environment
-    path = f"{env.pop('PATH_FIRST', '')}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    first = [env.pop("PATH_FIRST")] if "PATH_FIRST" in env else []
+    path = os.pathsep.join([*first, str(Path(sys.executable).parent), os.environ["PATH"]])
     return subprocess.run(["bash", str(ROOT / "scripts" / script), *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=600, env={**os.environ, **env, "PATH": path})
 
