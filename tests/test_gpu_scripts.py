@@ -43,11 +43,9 @@ def test_gpu_checks_pass_bench_options_it_accepts(tmp_path):
     spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    for command in commands[:4]:
-        args = bench.parser().parse_args(command[2:])  # an option bench.py lacks exits here
-        assert args.what == command[2]
-    assert bench.parser().parse_args(commands[0][2:]).style == "starry_night"
-    assert bench.parser().parse_args(commands[0][2:]).video == "clip.mp4"
+    parsed = [bench.parser().parse_args(command[2:]) for command in commands[:4]]  # an option bench.py lacks exits
+    assert [args.what for args in parsed] == ["stylize", "train", "train", "gatys"]
+    assert (parsed[0].style, parsed[0].video) == ("starry_night", "clip.mp4")
     unknown = bash("gpu_checks.sh", "nope", env={"PATH_FIRST": str(shim), "OUT": str(tmp_path / "out")})
     assert unknown.returncode == 2 and "unknown check nope" in unknown.stderr
 
