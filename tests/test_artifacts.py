@@ -30,6 +30,17 @@ def test_dark_blob_finds_a_flat_black_patch_on_texture_and_nothing_else():
     assert dark_blob(shadow, photo) < 0.05
 
 
+def test_a_droplet_is_a_black_patch_where_the_photo_is_bright_not_in_its_shadow():
+    photo = textured()
+    photo[..., :, :64] += 0.15  # the left half bright (luminance about 165), the right in shadow (about 50), both
+    photo[..., :, 64:] *= 0.4   # textured still
+    on_bright, on_shadow = photo.clone(), photo.clone()
+    on_bright[..., 40:80, 10:50] = 0.02
+    on_shadow[..., 40:80, 78:118] = 0.02  # a palette painting the shadow flat and black
+    assert dark_blob(on_bright, photo) > 0.95 and dark_blob(on_bright, photo, bright=True) > 0.95
+    assert dark_blob(on_shadow, photo) > 0.95 and dark_blob(on_shadow, photo, bright=True) < 0.05
+
+
 def test_edge_line_finds_a_line_along_a_border_but_not_the_photos_own_frame():
     photo = textured()
     assert edge_line(photo, photo) < 1.5
@@ -49,8 +60,8 @@ def test_the_cli_reports_every_size_and_writes_a_grid(tmp_path, photo, tiny_ckpt
     report = json.loads(result.stdout.strip().splitlines()[-1])
     numbers = report["styles"]["tiny.safetensors"]
     assert set(numbers["summary"]) == {"32", "64"}
-    assert set(numbers["summary"]["64"]) == {"dark_blob", "edge_line", "edge_top_left", "edge_bottom_right",
-                                             "residual_peak"}
+    assert set(numbers["summary"]["64"]) == {"dark_blob", "droplet", "edge_line", "edge_top_left",
+                                             "edge_bottom_right", "residual_peak"}
     assert set(numbers["photos"]["photo.png"]) == {"32", "64"}
     with Image.open(tmp_path / "grid_tiny.jpg") as grid:
         assert grid.width > grid.height  # one photo down, two sizes across

@@ -3,7 +3,10 @@
 Numbers per photo and size (long side), each the worst over the image:
 - dark_blob: instance norm's "droplet", a patch that is near black (luminance under 40/255) and flat (local std
   under 4/255) in the output where the photo has texture (local std over 8/255): the largest share of a window of
-  1/32 of the long side that it covers. 1 where a droplet covers a window; strokes and shadows score low.
+  1/32 of the long side that it covers. 1 where a droplet covers a window; strokes score low, but a palette that paints
+  the photo's own shadows flat and black scores high.
+- droplet: the same, counted only where the photo is bright (its local mean luminance over 120/255): a black patch
+  on a bright part, which no shadow of the photo explains.
 - edge_line: a line along a border (padding). The mean change between a border's outer two pixel rows and the next
   two, over the same between pairs of rows further in, and over the photo's own where that is above 1; the worst
   of the four sides. About 1 or less without a line.
@@ -40,13 +43,15 @@ def local_std(y: torch.Tensor, size: int = 9) -> torch.Tensor:
     return (F.avg_pool2d(y.square(), size, 1, size // 2, count_include_pad=False) - mean.square()).clamp_min(0).sqrt()
 
 
-def dark_blob(stylized: torch.Tensor, photo: torch.Tensor) -> float:
+def dark_blob(stylized: torch.Tensor, photo: torch.Tensor, bright: bool = False) -> float:
     """The largest share of a window (1/32 of the long side, 16 px at least) that is near black and flat in the
-    output where the photo has texture: 1 where a droplet covers a window, near 0 without one."""
+    output where the photo has texture (and, if `bright`, is bright): 1 where a droplet covers a window."""
     y, x = luminance(stylized.clamp(0, 1)), luminance(photo)
-    blob = ((y < 40) & (local_std(y) < 4) & (local_std(x) > 8)).float()
+    blob = (y < 40) & (local_std(y) < 4) & (local_std(x) > 8)
+    if bright:
+        blob &= F.avg_pool2d(x, 9, 1, 4, count_include_pad=False) > 120
     window = min(max(16, round(max(photo.shape[-2:]) / 32)), *photo.shape[-2:])
-    return float(F.avg_pool2d(blob, window, stride=max(1, window // 4)).max())
+    return float(F.avg_pool2d(blob.float(), window, stride=max(1, window // 4)).max())
 
 
 def border_steps(image: torch.Tensor) -> list[float]:
@@ -83,6 +88,7 @@ def measure(net: torch.nn.Module, photo: torch.Tensor) -> tuple[torch.Tensor, di
         hook.remove()
     top, bottom, left, right = edge_sides(stylized, photo)
     return stylized, {"dark_blob": round(dark_blob(stylized, photo), 3),
+                      "droplet": round(dark_blob(stylized, photo, bright=True), 3),
                       "edge_line": round(max(top, bottom, left, right), 3),
                       "edge_top_left": round((top + left) / 2, 3), "edge_bottom_right": round((bottom + right) / 2, 3),
                       "residual_peak": round(peaks[0], 2)}
