@@ -118,22 +118,28 @@ def test_the_gallery_puts_each_photo_beside_each_style_and_keeps_an_existing_gri
     assert_user_error(run(*args), "--overwrite")
 
 
-def test_no_shipped_painting_paints_a_line_along_the_edges():
+def test_no_shipped_painting_paints_a_line_along_the_edges_or_a_droplet():
     """At 1,024 px the full network's own top border steps about 3.5 times its interior on three of the preview
     photos (Great Wave); the pass's edge margin (TransformerNet.edge) reflects the photo out first, and every
     painting's worst border then steps about as its interior does. On one photo, a stroke that happens to run along
-    a border can score 1.7 (The Scream's, on the astronaut's sky): the mean of the four is the test."""
+    a border can score 1.7 (The Scream's, on the astronaut's sky): the mean of the four is the test. The droplet, a
+    black patch where the photo is bright, scores 1.00 on the astronaut for the 54-photo Starry Night at this size,
+    0.10 at most for the shipped files (docs/paintings.md)."""
     photos = [to_tensor(resize_long_side(load_image(path), 1024)).unsqueeze(0)
               for path in sorted((ROOT / "src/impasto/assets/preview").glob("*.jpg"))]
 
-    def mean_edge_line(stylizer: Stylizer) -> float:
-        return sum(edge_line(stylizer.image(photo), photo) for photo in photos) / len(photos)
+    def check(stylizer: Stylizer, name: str) -> float:
+        """The mean edge line over the photos, after asserting that no photo has a droplet."""
+        outputs = [stylizer.image(photo) for photo in photos]
+        assert max(dark_blob(out, photo, bright=True) for out, photo in zip(outputs, photos)) < 0.3, name
+        return sum(edge_line(out, photo) for out, photo in zip(outputs, photos)) / len(photos)
 
     for painting in painting_names(read_meta(find_style("paintings")[0])):
         stylizer = Stylizer.from_style("paintings", "cpu", "fp32", painting)
-        assert mean_edge_line(stylizer) < 1.4, painting
+        assert check(stylizer, painting) < 1.4, painting
         if find_style(painting)[1] is None:  # its file of its own too
-            assert mean_edge_line(Stylizer.from_style(painting, "cpu", "fp32")) < 1.4, f"{painting}.safetensors"
+            own = Stylizer.from_style(painting, "cpu", "fp32")
+            assert check(own, f"{painting}.safetensors") < 1.4, f"{painting}.safetensors"
         if painting == "great_wave":  # the network's own borders, for contrast: what the margin takes away
             stylizer.net.edge = 0
-            assert mean_edge_line(stylizer) > 2.0
+            assert sum(edge_line(stylizer.image(photo), photo) for photo in photos) / len(photos) > 2.0

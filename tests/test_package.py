@@ -46,6 +46,7 @@ def test_a_wheel_in_a_new_venv_trains_and_stylizes_through_its_console_commands(
     for shipped in ("impasto/conf/train.yaml", "impasto/conf/style/starry_night.yaml",
                     "impasto/assets/styles/paintings.safetensors", "impasto/assets/styles/starry_night.safetensors",
                     "impasto/assets/styles/the_scream.safetensors",
+                    "impasto/assets/styles/great_wave.safetensors",
                     "impasto/assets/styles/shipwreck_minotaur.safetensors",
                     "impasto/assets/styles/thin/paintings.safetensors",
                     "impasto/assets/photos/baboon.jpg",

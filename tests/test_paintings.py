@@ -297,9 +297,9 @@ def test_a_sheet_shows_a_painting_with_a_file_of_its_own_once_from_that_file(tmp
     from impasto.images import load_image
 
     pair = randomized(TransformerNet(TransformerConfig(**{**SMALL.__dict__, "styles": 2})))
-    meta = meta_of_several("pair", "s", "t")
+    meta = meta_of_several("pair", "s", "b")
     save_style(tmp_path / "shipped" / "pair.safetensors", pair, meta)
-    save_style(tmp_path / "shipped" / "s.safetensors", randomized(TransformerNet(SMALL), 1), {"style": "s", "steps": 0})
+    save_style(tmp_path / "shipped" / "b.safetensors", randomized(TransformerNet(SMALL), 1), {"style": "b", "steps": 0})
     monkeypatch.setattr(lookup, "shipped_folder", lambda model="full": tmp_path / "shipped")
     from PIL import Image
 
@@ -316,7 +316,8 @@ def test_a_sheet_shows_a_painting_with_a_file_of_its_own_once_from_that_file(tmp
     stylize.main(["--sheet", str(tmp_path / "photo.png"), "-o", str(tmp_path / "sheet.png"), "--size", "32",
                   "--device", "cpu"])
     assert "a sheet of 2 paintings" in capsys.readouterr().err
-    assert loaded == [("s.safetensors", "s"), ("pair.safetensors", "t")]  # s once, from its file of its own
+    # b once, from its file of its own, in its place in the file of several (which its file's name sorts before)
+    assert loaded == [("pair.safetensors", "s"), ("b.safetensors", "b")]
     assert load_image(tmp_path / "sheet.png", "sheet").width >= 3 * 32
 
 

@@ -36,7 +36,7 @@ def test_a_style_is_found_by_name_in_checkpoints_then_among_the_shipped_ones(tmp
     shipped, painting = find_style("udnie")  # one painting of the shipped file of several
     assert shipped == SHIPPED_STYLES / "paintings.safetensors" and painting == "udnie"
     assert "udnie" in [p["name"] for p in read_meta(shipped)["paintings"]]
-    for own in ("starry_night", "the_scream", "shipwreck_minotaur"):  # a file of its own
+    for own in ("starry_night", "the_scream", "great_wave", "shipwreck_minotaur"):  # a file of its own
         assert find_style(own) == (SHIPPED_STYLES / f"{own}.safetensors", None)
     net = TransformerNet(TransformerConfig(widths=(4, 8, 16), residual_blocks=1))
     retrained = save_style(tmp_path / "checkpoints" / "starry_night.safetensors", net, {"style": "starry_night"})

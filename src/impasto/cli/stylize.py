@@ -232,9 +232,11 @@ def sheet(args: argparse.Namespace) -> None:
     if args.style:
         path = find_style(args.style, args.model)[0]
         styles = [(path, name) for name in painting_names(read_meta(path))]
-    else:  # each shipped painting once: from a file of its own where it has one, as find_style takes it by name
+    else:  # each shipped painting once: from a file of its own where it has one, as find_style takes it by name,
+        # in the order of the files of several (a new file of its own keeps the painting's column)
         files = [(path, painting_names(read_meta(path))) for path in sorted(shipped_folder(args.model).glob(
             "*.safetensors"))]
+        files.sort(key=lambda file: len(file[1]) == 1)
         own = {names[0]: path for path, names in files if len(names) == 1}
         styles = list(dict.fromkeys((own.get(name, path), name) for path, names in files for name in names))
     photo = resize_long_side(read_photo(Path(args.inputs[0]), args).rgb, args.size or 512, args.scale)
