@@ -38,9 +38,12 @@ def luminance(x: torch.Tensor) -> torch.Tensor:
     return 255 * (x * torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
 
 
+def local_mean(y: torch.Tensor, size: int = 9) -> torch.Tensor:
+    return F.avg_pool2d(y, size, 1, size // 2, count_include_pad=False)
+
+
 def local_std(y: torch.Tensor, size: int = 9) -> torch.Tensor:
-    mean = F.avg_pool2d(y, size, 1, size // 2, count_include_pad=False)
-    return (F.avg_pool2d(y.square(), size, 1, size // 2, count_include_pad=False) - mean.square()).clamp_min(0).sqrt()
+    return (local_mean(y.square(), size) - local_mean(y, size).square()).clamp_min(0).sqrt()
 
 
 def dark_blob(stylized: torch.Tensor, photo: torch.Tensor, bright: bool = False) -> float:
@@ -49,7 +52,7 @@ def dark_blob(stylized: torch.Tensor, photo: torch.Tensor, bright: bool = False)
     y, x = luminance(stylized.clamp(0, 1)), luminance(photo)
     blob = (y < 40) & (local_std(y) < 4) & (local_std(x) > 8)
     if bright:
-        blob &= F.avg_pool2d(x, 9, 1, 4, count_include_pad=False) > 120
+        blob &= local_mean(x) > 120
     window = min(max(16, round(max(photo.shape[-2:]) / 32)), *photo.shape[-2:])
     return float(F.avg_pool2d(blob.float(), window, stride=max(1, window // 4)).max())
 
